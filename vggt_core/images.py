@@ -1,0 +1,107 @@
+"""Checking uploaded images: a real, decodable, bounded image, and a safe file name for it."""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+import warnings
+from collections.abc import Iterable
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["FORMAT_EXTENSIONS", "ImageRejected", "check_image", "safe_image_name", "unique_names"]
+
+FORMAT_EXTENSIONS: dict[str, str] = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
+_STEM_CHARS = re.compile(r"[^\w\-+()]+")
+_MAX_STEM_CHARS = 80
+_MAX_STEM_BYTES = 180  # leaves room for a uniqueness suffix and the extension under 255 bytes
+
+
+class ImageRejected(ValueError):
+    """An uploaded file that is not accepted as an image, with the file's name and the reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{display_name(name)}: {reason}")
+
+
+def display_name(name: str) -> str:
+    """A file name as it may be shown to a person: printable, bounded."""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return shown if len(shown) <= 80 else shown[:77] + "…"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"
+
+
+def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> str:
+    """Check that `data` is one decodable image within the limits; return its real extension."""
+    if not data:
+        raise ImageRejected(name, "the file is empty")
+    if len(data) > max_bytes:
+        raise ImageRejected(name, f"it is {_mb(len(data))}, over the limit of {_mb(max_bytes)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                kind = image.format or "unknown"
+                if kind not in FORMAT_EXTENSIONS:
+                    raise ImageRejected(
+                        name, f"{kind} images are not supported (use JPEG, PNG, WebP, BMP or TIFF)"
+                    )
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageRejected(
+                        name,
+                        f"it is {width}×{height} pixels, over the limit of "
+                        f"{max_pixels / 1e6:.0f} megapixels",
+                    )
+                if height * 518 / width / 14 < 0.5:
+                    raise ImageRejected(name, f"it is {width}×{height}: too wide for the model")
+                image.load()  # decodes every byte: a truncated file fails here, not on the Space
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(name, "it decodes to far more pixels than allowed") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(name, "it is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageRejected(name, f"the image is damaged or truncated ({exc})") from None
+    return FORMAT_EXTENSIONS[kind]
+
+
+def safe_image_name(raw: str, extension: str) -> str:
+    """The base name of `raw` with only safe characters, bounded, ending in `extension`."""
+    base = re.split(r"[\\/]", raw)[-1]
+    base = unicodedata.normalize("NFC", base)
+    base = "".join(ch for ch in base if ch.isprintable())
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    stem = _STEM_CHARS.sub("_", stem).strip("_-") or "image"
+    stem = stem[:_MAX_STEM_CHARS]
+    while len(stem.encode()) > _MAX_STEM_BYTES:
+        stem = stem[:-1]
+    return stem + extension
+
+
+def unique_names(wanted: Iterable[str], taken: Iterable[str]) -> list[str]:
+    """Make each wanted name unique (case-insensitively) against `taken` and each other."""
+    seen = {name.lower() for name in taken}
+    result = []
+    for name in wanted:
+        stem, dot, ext = name.rpartition(".")
+        candidate, k = name, 2
+        while candidate.lower() in seen:
+            candidate = f"{stem}_{k}{dot}{ext}"
+            k += 1
+        seen.add(candidate.lower())
+        result.append(candidate)
+    return result

@@ -1,0 +1,207 @@
+"""Pydantic models of a run: its settings, status, progress, artifacts and metadata.json."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "Artifacts",
+    "RemoteJob",
+    "RunProgress",
+    "RunStatus",
+    "Timestamp",
+    "UploadStats",
+    "VGGTRun",
+    "VGGTSettings",
+    "describe_validation_error",
+    "utc_now",
+]
+
+
+def utc_now() -> datetime:
+    """The current time in UTC, truncated to milliseconds like the stored timestamps."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive timestamp from an older file is taken as UTC rather than the server's local time.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso_z(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+Timestamp = Annotated[datetime, AfterValidator(_as_utc), PlainSerializer(_iso_z, return_type=str)]
+"""A UTC datetime stored as ISO 8601 with milliseconds and `Z` (`2025-10-28T06:07:06.077Z`)."""
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict with camelCase keys, as stored on disk."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life; see DESIGN.md's state diagram."""
+
+    queued = "queued"
+    uploading = "uploading"
+    processing = "processing"
+    fetching = "fetching"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+ACTIVE_STATUSES = frozenset({RunStatus.uploading, RunStatus.processing, RunStatus.fetching})
+FINAL_STATUSES = frozenset({RunStatus.completed, RunStatus.failed, RunStatus.cancelled})
+
+PREDICTION_MODES: dict[str, str] = {
+    "pointmap": "Pointmap Branch",
+    "depth": "Depthmap and Camera Branch",
+}
+
+
+class VGGTSettings(_CamelModel):
+    """The reconstruction settings a user picks; mapped to the Space's `/gradio_demo` inputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    conf_threshold: float = Field(
+        50.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Percentile of the model's confidence below which points are dropped.",
+    )
+    prediction_mode: Literal["pointmap", "depth"] = Field(
+        "depth", description="Which VGGT head builds the points: pointmap, or depth + cameras."
+    )
+    mask_black_bg: bool = False
+    mask_white_bg: bool = False
+    mask_sky: bool = False
+    show_cameras: bool = True
+
+    def space_kwargs(self, frame_filter: str = "All") -> dict[str, Any]:
+        """The keyword arguments of the Space's `/gradio_demo` for these settings."""
+        return {
+            "conf_thres": float(self.conf_threshold),
+            "frame_filter": frame_filter,
+            "mask_black_bg": self.mask_black_bg,
+            "mask_white_bg": self.mask_white_bg,
+            "show_cam": self.show_cameras,
+            "mask_sky": self.mask_sky,
+            "prediction_mode": PREDICTION_MODES[self.prediction_mode],
+        }
+
+
+class RunProgress(_CamelModel):
+    """The backend's latest word on a run: queue place, ETA, fraction done, last log line."""
+
+    rank: int | None = None
+    queue_size: int | None = None
+    eta: float | None = None
+    fraction: float | None = Field(None, ge=0, le=1)
+    message: str | None = None
+    updated_at: Timestamp | None = None
+
+
+class Artifacts(_CamelModel):
+    """Files a run produced, as names relative to the run's folder (None when absent)."""
+
+    glb: str | None = None
+    predictions: str | None = None
+
+
+class RemoteJob(_CamelModel):
+    """Where the run lives on the backend (the Space keeps it only until it restarts)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    target_dir: str | None = None
+
+
+class UploadStats(_CamelModel):
+    """What the upload step sent, against what the original files would have been."""
+
+    bytes_sent: int = Field(ge=0)
+    bytes_original: int = Field(ge=0)
+    files_resized: int = Field(0, ge=0)
+
+
+class VGGTRun(_CamelModel):
+    """One run as stored in `metadata.json`; unknown keys from older files are kept."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    run_id: str
+    status: RunStatus = RunStatus.queued
+    settings: VGGTSettings = Field(default_factory=VGGTSettings)
+    images: list[str] = Field(default_factory=list)
+    requested_at: Timestamp = Field(default_factory=utc_now)
+    submitted_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    error: str | None = None
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    progress: RunProgress | None = None
+    backend: str | None = None
+    remote: RemoteJob | None = None
+    presize: bool = True
+    upload: UploadStats | None = None
+
+    @property
+    def is_active(self) -> bool:
+        """True while a worker owns the run or it waits for one."""
+        return self.status in ACTIVE_STATUSES or (
+            self.status is RunStatus.queued and self.submitted_at is not None
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+_FIELD_NAMES = {
+    "confThreshold": "Confidence threshold",
+    "predictionMode": "Prediction mode",
+}
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A pydantic error as sentences a person can read, one per problem."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "value"
+        label = _FIELD_NAMES.get(where, where)
+        if item["type"] == "extra_forbidden":
+            parts.append(f"Unknown setting '{where}'.")
+        elif item["type"] == "literal_error":
+            parts.append(f"{label} must be 'pointmap' or 'depth', not {item['input']!r}.")
+        elif item["type"] in {"greater_than_equal", "less_than_equal"}:
+            parts.append(f"{label} must be between 0 and 100, not {item['input']!r}.")
+        else:
+            parts.append(f"{label}: {item['msg']}.")
+    return " ".join(parts)

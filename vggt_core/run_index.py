@@ -1,0 +1,92 @@
+"""RunIndex: each run's status and image names, cached by metadata mtime, for fast filtering."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunIndex", "RunSummary"]
+
+BROKEN = "broken"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What filtering needs of a run: its status and lower-cased image names."""
+
+    status: str
+    images_lower: tuple[str, ...]
+
+
+class RunIndex:
+    """A derived cache kept in `.index.json`; stale entries are re-read, so it can never lie."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[int, int, RunSummary]] | None = None
+
+    def _load(self) -> dict[str, tuple[int, int, RunSummary]]:
+        try:
+            raw = json.loads(self._path.read_bytes())
+            return {
+                run_id: (int(mtime), int(size), RunSummary(str(status), tuple(images)))
+                for run_id, (mtime, size, status, images) in raw.items()
+            }
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def summaries(self, runs_dir: Path, run_ids: list[str]) -> dict[str, RunSummary]:
+        """The summary of each run id, re-reading only metadata files changed since last time."""
+        with self._lock:
+            if self._entries is None:
+                self._entries = self._load()
+            entries = self._entries
+            result: dict[str, RunSummary] = {}
+            changed = False
+            for run_id in run_ids:
+                meta = os.path.join(runs_dir, run_id, "metadata.json")
+                try:
+                    st = os.lstat(meta)
+                except OSError:
+                    continue
+                cached = entries.get(run_id)
+                if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
+                    result[run_id] = cached[2]
+                    continue
+                summary = _summarize(meta)
+                entries[run_id] = (st.st_mtime_ns, st.st_size, summary)
+                result[run_id] = summary
+                changed = True
+            gone = entries.keys() - set(run_ids)
+            for run_id in gone:
+                del entries[run_id]
+            if changed or gone:
+                self._save(entries)
+            return result
+
+    def _save(self, entries: dict[str, tuple[int, int, RunSummary]]) -> None:
+        data = {k: [m, s, v.status, list(v.images_lower)] for k, (m, s, v) in entries.items()}
+        tmp = self._path.with_name(f".tmp-{self._path.name}.{os.getpid()}.{threading.get_ident()}")
+        # The index is only a cache: losing a write costs a re-read, so no fsync here.
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(data, separators=(",", ":")))
+            tmp.replace(self._path)
+
+
+def _summarize(meta: str) -> RunSummary:
+    try:
+        fd = os.open(meta, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            raw = json.loads(handle.read())
+        status = raw["status"]
+        images = raw.get("images") or []
+        if not isinstance(status, str) or not isinstance(images, list):
+            raise TypeError
+        return RunSummary(status, tuple(str(i).lower() for i in images))
+    except (OSError, ValueError, TypeError, KeyError):
+        return RunSummary(BROKEN, ())
