@@ -1,0 +1,174 @@
+"""Stage images for upload: each one shrunk to exactly the pixels VGGT will use, or sent as is."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# VGGT's `load_and_preprocess_images(mode="crop")`: width 518, height a multiple of 14,
+# centre-cropped to 518 when taller.
+MODEL_WIDTH = 518
+PATCH = 14
+MAX_HEIGHT = 518
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One image as staged for upload, in the order it was given."""
+
+    source: Path
+    path: Path
+    resized: bool
+    bytes_original: int
+    bytes_sent: int
+
+
+@dataclass(frozen=True)
+class PreparedUpload:
+    """The files to send, in frame order, and what the preparation saved."""
+
+    files: tuple[StagedFile, ...]
+
+    @property
+    def paths(self) -> list[Path]:
+        """The staged paths, in frame order."""
+        return [f.path for f in self.files]
+
+    @property
+    def resized(self) -> list[bool]:
+        """Per file: whether the model-sized PNG is sent instead of the original."""
+        return [f.resized for f in self.files]
+
+    @property
+    def bytes_sent(self) -> int:
+        """Total bytes of the staged files."""
+        return sum(f.bytes_sent for f in self.files)
+
+    @property
+    def bytes_original(self) -> int:
+        """Total bytes of the stored originals."""
+        return sum(f.bytes_original for f in self.files)
+
+
+def resized_size(width: int, height: int) -> tuple[int, int]:
+    """The size VGGT resizes a `width`×`height` image to, before its centre crop."""
+    # Same float expression as VGGT, so rounding (banker's, on the same double) agrees.
+    new_height = round(height * (MODEL_WIDTH / width) / PATCH) * PATCH
+    return MODEL_WIDTH, new_height
+
+
+def model_input_size(width: int, height: int) -> tuple[int, int]:
+    """The (width, height) of the pixels VGGT finally sees, after its centre crop."""
+    new_width, new_height = resized_size(width, height)
+    return new_width, min(new_height, MAX_HEIGHT)
+
+
+def staged_name(index: int, count: int, source: Path, ext: str | None = None) -> str:
+    """`0007_<stem><ext>`: unique, and the Space's sort by name keeps the given order."""
+    digits = max(4, len(str(max(count - 1, 0))))
+    return f"{index:0{digits}d}_{source.stem}{source.suffix if ext is None else ext}"
+
+
+def model_pixels(img: Image.Image) -> Image.Image | None:
+    """VGGT's composite, convert, bicubic resize and crop applied to `img`; None if it cannot."""
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode != "RGB":
+        # convert("RGB") of an RGB image is a plain copy: skipping it changes nothing.
+        img = img.convert("RGB")
+    width, height = img.size
+    size = resized_size(width, height)
+    if size[1] <= 0:
+        return None  # VGGT itself fails on such a strip; let it see the original.
+    img = img.resize(size, Image.Resampling.BICUBIC)
+    if size[1] > MAX_HEIGHT:
+        top = (size[1] - MAX_HEIGHT) // 2
+        img = img.crop((0, top, MODEL_WIDTH, top + MAX_HEIGHT))
+    return img
+
+
+def _compact(img: Image.Image) -> Image.Image:
+    """Greyscale when all channels agree: VGGT's convert("RGB") restores the same pixels."""
+    arr = np.asarray(img)
+    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        return Image.fromarray(np.ascontiguousarray(arr[..., 0]), mode="L")
+    return img
+
+
+def _write_presized(source: Path, target: Path) -> bool:
+    """Write the model-sized PNG of `source` to `target` when it has more pixels than that."""
+    try:
+        with Image.open(source) as img:
+            width, height = img.size
+            out_w, out_h = model_input_size(width, height)
+            if out_h <= 0 or width * height <= out_w * out_h:
+                return False  # already at or below the model size: send it as it is
+            out = model_pixels(img)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False  # Pillow cannot read it here; the Space will see the original
+    if out is None:
+        return False
+    _compact(out).save(target, format="PNG", optimize=True)
+    return True
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Put the original bytes at `target`: a hard link when possible, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise
+        shutil.copyfile(source, target)
+
+
+def _unlink(path: Path) -> None:
+    """Remove `path` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def prepare_upload(
+    image_paths: Sequence[Path], dest_dir: Path, presize: bool = True
+) -> PreparedUpload:
+    """Stage each image into `dest_dir`: its model-sized PNG when smaller, else its original."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    sources = [Path(p) for p in image_paths]
+    if any(s.resolve().parent == dest_dir.resolve() for s in sources):
+        # Staged names could then replace an original: never stage next to the stored images.
+        raise ValueError(f"dest_dir {dest_dir} must not be the folder of the images it stages")
+    count = len(sources)
+    staged: list[StagedFile] = []
+    for index, source in enumerate(sources):
+        original_size = source.stat().st_size
+        as_is = dest_dir / staged_name(index, count, source)
+        if presize:
+            png = dest_dir / staged_name(index, count, source, ".png")
+            tmp = png.with_name(png.name + ".tmp")
+            try:
+                written = _write_presized(source, tmp)
+            except BaseException:
+                _unlink(tmp)
+                raise
+            if written:
+                png_size = tmp.stat().st_size
+                if png_size < original_size:
+                    _unlink(as_is)
+                    tmp.replace(png)
+                    staged.append(StagedFile(source, png, True, original_size, png_size))
+                    continue
+            _unlink(tmp)
+        _unlink(as_is)
+        _link_or_copy(source, as_is)
+        staged.append(StagedFile(source, as_is, False, original_size, original_size))
+    return PreparedUpload(tuple(staged))
