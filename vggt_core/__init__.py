@@ -52,6 +52,7 @@ __all__ = [
     "VGGTSpace",
     "check_image",
     "describe_validation_error",
+    "is_valid_run_id",
     "load_settings",
     "space_from_settings",
 ]
