@@ -10,7 +10,14 @@ from collections.abc import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["FORMAT_EXTENSIONS", "ImageRejected", "check_image", "safe_image_name", "unique_names"]
+__all__ = [
+    "FORMAT_EXTENSIONS",
+    "ImageRejected",
+    "check_image",
+    "is_plain_name",
+    "safe_image_name",
+    "unique_names",
+]
 
 FORMAT_EXTENSIONS: dict[str, str] = {
     "JPEG": ".jpg",
@@ -51,7 +58,8 @@ def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> s
         raise ImageRejected(name, f"it is {_mb(len(data))}, over the limit of {_mb(max_bytes)}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above its own 89 MP; `max_pixels` below is the limit that applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 kind = image.format or "unknown"
                 if kind not in FORMAT_EXTENSIONS:
@@ -63,14 +71,14 @@ def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> s
                     raise ImageRejected(
                         name,
                         f"it is {width}×{height} pixels, over the limit of "
-                        f"{max_pixels / 1e6:.0f} megapixels",
+                        f"{max_pixels / 1e6:g} megapixels",
                     )
                 if height * 518 / width / 14 < 0.5:
                     raise ImageRejected(name, f"it is {width}×{height}: too wide for the model")
                 image.load()  # decodes every byte: a truncated file fails here, not on the Space
     except ImageRejected:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageRejected(name, "it decodes to far more pixels than allowed") from None
     except UnidentifiedImageError:
         raise ImageRejected(name, "it is not an image Pillow can read") from None
@@ -90,6 +98,22 @@ def safe_image_name(raw: str, extension: str) -> str:
     while len(stem.encode()) > _MAX_STEM_BYTES:
         stem = stem[:-1]
     return stem + extension
+
+
+def is_plain_name(name: str) -> bool:
+    """True for one printable, non-hidden path component of at most 255 bytes.
+
+    Every name `safe_image_name` and `unique_names` make is one, and so are the names an
+    earlier system stored (spaces, several dots); `..`, separators and control characters never.
+    """
+    return (
+        bool(name)
+        and name.isprintable()
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and len(name.encode()) <= 255
+    )
 
 
 def unique_names(wanted: Iterable[str], taken: Iterable[str]) -> list[str]:

@@ -128,6 +128,8 @@ class RunProgress(_CamelModel):
 class Artifacts(_CamelModel):
     """Files a run produced, as names relative to the run's folder (None when absent)."""
 
+    model_config = ConfigDict(extra="allow")
+
     glb: str | None = None
     predictions: str | None = None
 
@@ -195,12 +197,15 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "value"
-        label = _FIELD_NAMES.get(where, where)
+        name = str(item["loc"][-1]) if item["loc"] else where
+        # A setting is named alike given in camelCase or snake_case, alone or inside a run.
+        key = to_camel(name)
+        label = _FIELD_NAMES.get(key, where)
         if item["type"] == "extra_forbidden":
-            parts.append(f"Unknown setting '{where}'.")
-        elif item["type"] == "literal_error":
+            parts.append(f"Unknown setting '{name}'.")
+        elif item["type"] == "literal_error" and key == "predictionMode":
             parts.append(f"{label} must be 'pointmap' or 'depth', not {item['input']!r}.")
-        elif item["type"] in {"greater_than_equal", "less_than_equal"}:
+        elif item["type"] in {"greater_than_equal", "less_than_equal"} and key == "confThreshold":
             parts.append(f"{label} must be between 0 and 100, not {item['input']!r}.")
         else:
             parts.append(f"{label}: {item['msg']}.")

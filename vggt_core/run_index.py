@@ -6,12 +6,19 @@ import contextlib
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .models import RunStatus
 
 __all__ = ["RunIndex", "RunSummary"]
 
 BROKEN = "broken"
+_STATUSES = frozenset(s.value for s in RunStatus)
+# A file rewritten within the file system's timestamp granularity (up to 2 s on some) can keep
+# its mtime and size; an entry read this soon after its mtime is re-read on the next call.
+_RACY_NS = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +55,23 @@ class RunIndex:
             entries = self._entries
             result: dict[str, RunSummary] = {}
             changed = False
+            now = time.time_ns()
             for run_id in run_ids:
                 meta = os.path.join(runs_dir, run_id, "metadata.json")
                 try:
                     st = os.lstat(meta)
                 except OSError:
+                    result[run_id] = RunSummary(BROKEN, ())  # a run folder without metadata
                     continue
                 cached = entries.get(run_id)
                 if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
                     result[run_id] = cached[2]
                     continue
                 summary = _summarize(meta)
-                entries[run_id] = (st.st_mtime_ns, st.st_size, summary)
+                racy = now - st.st_mtime_ns < _RACY_NS
+                entries[run_id] = (-1 if racy else st.st_mtime_ns, st.st_size, summary)
                 result[run_id] = summary
-                changed = True
+                changed = changed or not racy
             gone = entries.keys() - set(run_ids)
             for run_id in gone:
                 del entries[run_id]
@@ -85,7 +95,7 @@ def _summarize(meta: str) -> RunSummary:
             raw = json.loads(handle.read())
         status = raw["status"]
         images = raw.get("images") or []
-        if not isinstance(status, str) or not isinstance(images, list):
+        if status not in _STATUSES or not isinstance(images, list):
             raise TypeError
         return RunSummary(status, tuple(str(i).lower() for i in images))
     except (OSError, ValueError, TypeError, KeyError):

@@ -20,7 +20,7 @@ from filelock import FileLock
 from pydantic import ValidationError
 
 from .config import Settings
-from .images import ImageRejected, check_image, safe_image_name, unique_names
+from .images import ImageRejected, check_image, is_plain_name, safe_image_name, unique_names
 from .models import RunStatus, VGGTRun, VGGTSettings
 from .run_index import RunIndex
 
@@ -39,7 +39,7 @@ __all__ = [
     "is_valid_run_id",
 ]
 
-RUN_ID_PATTERN = re.compile(r"run_\d{13}_[a-z0-9]{6}")
+RUN_ID_PATTERN = re.compile(r"run_[0-9]{13}_[a-z0-9]{6}")  # ASCII: \d takes any digit
 ArtifactKind = Literal["glb", "predictions"]
 ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "predictions.npz"}
 METADATA = "metadata.json"
@@ -192,7 +192,7 @@ class RunStore:
         for name in sorted(run.images):
             path = folder / name
             if (
-                safe_image_name(name, Path(name).suffix) == name
+                is_plain_name(name)
                 and path.is_file()
                 and not path.is_symlink()
                 and not folder.is_symlink()

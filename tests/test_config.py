@@ -1,0 +1,246 @@
+"""Settings: defaults, environment variables, overrides (Streamlit secrets), the secret token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers_images import jpeg_bytes
+from pydantic import SecretStr, ValidationError
+
+from vggt_core.config import Settings, load_settings
+from vggt_core.storage import ImagesRejected, RunStore
+
+TOKEN = "hf_s3cr3tTOKENvalue1234567890"  # made up; asserted never to be shown
+
+ENV_VARS = [
+    "VGGT_BACKEND",
+    "HF_TOKEN",
+    "VGGT_STORAGE_DIR",
+    "VGGT_MAX_CONCURRENT_RUNS",
+    "VGGT_MAX_IMAGES",
+    "VGGT_MAX_IMAGE_BYTES",
+    "VGGT_MAX_IMAGE_PIXELS",
+    "VGGT_CONNECT_TIMEOUT",
+    "VGGT_READ_TIMEOUT",
+    "VGGT_JOB_TIMEOUT",
+    "VGGT_PRESIZE",
+    "VGGT_PREVIEW_POINTS",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No setting leaks in from the machine running the tests (nor a .env in the cwd)."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    # Field names double as aliases; keep those out of the environment too.
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults():
+    settings = load_settings()
+    assert settings.backend == "facebook/vggt"
+    assert settings.hf_token is None
+    assert settings.token is None
+    assert settings.storage_dir == Path("storage")
+    assert settings.max_concurrent_runs == 2
+    assert settings.max_images_per_run == 200
+    assert settings.max_image_bytes == 30 * 1024 * 1024
+    assert settings.max_image_pixels == 100_000_000
+    assert settings.connect_timeout_s == 15.0
+    assert settings.read_timeout_s == 60.0
+    assert settings.job_timeout_s == 1800.0
+    assert settings.presize is True
+    assert settings.preview_points == 200_000
+    assert settings.backend_is_url is False
+
+
+def test_environment_variables_are_read(monkeypatch, tmp_path):
+    values = {
+        "VGGT_BACKEND": "http://127.0.0.1:7860",
+        "HF_TOKEN": TOKEN,
+        "VGGT_STORAGE_DIR": str(tmp_path / "data"),
+        "VGGT_MAX_CONCURRENT_RUNS": "4",
+        "VGGT_MAX_IMAGES": "12",
+        "VGGT_MAX_IMAGE_BYTES": "1000",
+        "VGGT_MAX_IMAGE_PIXELS": "5000",
+        "VGGT_CONNECT_TIMEOUT": "2.5",
+        "VGGT_READ_TIMEOUT": "30",
+        "VGGT_JOB_TIMEOUT": "99",
+        "VGGT_PRESIZE": "false",
+        "VGGT_PREVIEW_POINTS": "5000",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.backend == "http://127.0.0.1:7860"
+    assert settings.backend_is_url is True
+    assert settings.token == TOKEN
+    assert settings.storage_dir == tmp_path / "data"
+    assert settings.max_concurrent_runs == 4
+    assert settings.max_images_per_run == 12
+    assert settings.max_image_bytes == 1000
+    assert settings.max_image_pixels == 5000
+    assert settings.connect_timeout_s == 2.5
+    assert settings.read_timeout_s == 30.0
+    assert settings.job_timeout_s == 99.0
+    assert settings.presize is False
+    assert settings.preview_points == 5000
+
+
+def test_environment_variable_names_are_case_insensitive(monkeypatch):
+    monkeypatch.setenv("vggt_backend", "someone/vggt-copy")
+    assert load_settings().backend == "someone/vggt-copy"
+
+
+@pytest.mark.parametrize(
+    ("backend", "is_url"),
+    [
+        ("facebook/vggt", False),
+        ("you/vggt-copy", False),
+        ("http://127.0.0.1:7860", True),
+        ("https://example.hf.space/", True),
+    ],
+)
+def test_backend_is_url(monkeypatch, backend, is_url):
+    monkeypatch.setenv("VGGT_BACKEND", backend)
+    assert load_settings().backend_is_url is is_url
+
+
+def test_overrides_win_over_the_environment(monkeypatch):
+    monkeypatch.setenv("VGGT_BACKEND", "env/space")
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    monkeypatch.setenv("VGGT_MAX_CONCURRENT_RUNS", "3")
+    settings = load_settings(
+        {"VGGT_BACKEND": "secrets/space", "HF_TOKEN": TOKEN, "max_concurrent_runs": 5}
+    )
+    assert settings.backend == "secrets/space"
+    assert settings.token == TOKEN
+    assert settings.max_concurrent_runs == 5
+
+
+def test_overrides_by_field_name_win_over_the_environment(monkeypatch):
+    monkeypatch.setenv("VGGT_BACKEND", "env/space")
+    monkeypatch.setenv("VGGT_PRESIZE", "true")
+    settings = load_settings({"backend": "secrets/space", "presize": False})
+    assert settings.backend == "secrets/space"
+    assert settings.presize is False
+
+
+def test_blank_or_unknown_overrides_are_ignored(monkeypatch):
+    monkeypatch.setenv("VGGT_BACKEND", "env/space")
+    settings = load_settings(
+        {"VGGT_BACKEND": "", "HF_TOKEN": None, "SOMETHING_ELSE": "x", "[section]": {"a": 1}}
+    )
+    assert settings.backend == "env/space"
+    assert settings.token is None
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n"])
+def test_blank_token_means_no_token(monkeypatch, blank):
+    monkeypatch.setenv("HF_TOKEN", blank)
+    assert load_settings().token is None
+
+
+def test_token_is_stripped(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", f"  {TOKEN}\n")
+    assert load_settings().token == TOKEN
+
+
+def test_token_never_shows_in_repr_str_or_json(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    settings = load_settings()
+    assert isinstance(settings.hf_token, SecretStr)
+    assert settings.hf_token.get_secret_value() == TOKEN
+    shown = [
+        repr(settings),
+        str(settings),
+        repr(settings.hf_token),
+        str(settings.hf_token),
+        settings.model_dump_json(),
+        json.dumps(settings.model_dump(mode="json")),
+        str(settings.model_dump()),
+        f"{settings}",
+        f"{settings!r}",
+    ]
+    for text in shown:
+        assert TOKEN not in text
+        assert "s3cr3t" not in text
+    assert "**********" in settings.model_dump_json()
+
+
+def test_token_from_overrides_is_secret_too():
+    settings = load_settings({"HF_TOKEN": TOKEN})
+    assert settings.token == TOKEN
+    assert TOKEN not in repr(settings)
+    assert TOKEN not in settings.model_dump_json()
+
+
+def test_settings_are_frozen():
+    settings = load_settings()
+    with pytest.raises(ValidationError):
+        settings.backend = "other/space"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("VGGT_MAX_CONCURRENT_RUNS", "0"),
+        ("VGGT_MAX_CONCURRENT_RUNS", "-1"),
+        ("VGGT_MAX_CONCURRENT_RUNS", "33"),
+        ("VGGT_MAX_CONCURRENT_RUNS", "two"),
+        ("VGGT_MAX_CONCURRENT_RUNS", "1.5"),
+        ("VGGT_MAX_IMAGES", "0"),
+        ("VGGT_MAX_IMAGE_BYTES", "0"),
+        ("VGGT_MAX_IMAGE_PIXELS", "-5"),
+        ("VGGT_CONNECT_TIMEOUT", "0"),
+        ("VGGT_READ_TIMEOUT", "-1"),
+        ("VGGT_JOB_TIMEOUT", "soon"),
+        ("VGGT_PRESIZE", "perhaps"),
+        ("VGGT_PREVIEW_POINTS", "999"),
+    ],
+)
+def test_invalid_environment_values_raise(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"max_concurrent_runs": 0}, {"VGGT_MAX_CONCURRENT_RUNS": 100}, {"connect_timeout_s": -1}],
+)
+def test_invalid_overrides_raise(overrides):
+    with pytest.raises(ValidationError):
+        load_settings(overrides)
+
+
+def test_max_concurrent_runs_bounds_are_accepted(monkeypatch):
+    monkeypatch.setenv("VGGT_MAX_CONCURRENT_RUNS", "1")
+    assert load_settings().max_concurrent_runs == 1
+    monkeypatch.setenv("VGGT_MAX_CONCURRENT_RUNS", "32")
+    assert load_settings().max_concurrent_runs == 32
+
+
+def test_store_from_settings_uses_the_configured_root_and_limits(monkeypatch, tmp_path):
+    monkeypatch.setenv("VGGT_STORAGE_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VGGT_MAX_IMAGES", "2")
+    monkeypatch.setenv("VGGT_MAX_IMAGE_BYTES", "5000")
+    monkeypatch.setenv("VGGT_MAX_IMAGE_PIXELS", "4000")
+    store = RunStore.from_settings(load_settings())
+    assert store.root == (tmp_path / "data").resolve()
+    assert (tmp_path / "data" / "runs").is_dir()
+    assert (store.max_images, store.max_image_bytes, store.max_image_pixels) == (2, 5000, 4000)
+    run = store.create_run()
+    small = jpeg_bytes(40, 30)
+    assert len(small) <= 5000
+    store.add_images(run.run_id, [("a.jpg", small), ("b.jpg", small)])
+    with pytest.raises(ImagesRejected, match="at most 2 images"):
+        store.add_images(run.run_id, [("c.jpg", small)])
+    with pytest.raises(ImagesRejected, match="megapixels"):
+        store.add_images(store.create_run().run_id, [("big.jpg", jpeg_bytes(80, 60))])
