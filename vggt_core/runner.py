@@ -128,6 +128,8 @@ class RunExecutor:
                 if run.run_id in self._futures:
                     continue
             if run.status in ACTIVE_STATUSES:
+                if self.store.is_claimed(run.run_id):
+                    continue  # another executor (e.g. a script on the same storage) runs it
                 where = _INTERRUPTED[run.status]
 
                 def fail(r: VGGTRun, where: str = where) -> None:
@@ -139,6 +141,7 @@ class RunExecutor:
                         )
 
                 self.store.update(run.run_id, fail)
+                self.store.remove_temp_files(run.run_id)  # e.g. a half-downloaded GLB
             elif run.submitted_at is not None:
                 self._enqueue(run.run_id)
                 resubmitted.append(run.run_id)
@@ -183,7 +186,11 @@ class RunExecutor:
     def _work(self, run_id: str) -> None:
         with self._lock:
             cancel = self._cancel[run_id]
+        claim = None
         try:
+            claim = self.store.claim(run_id)
+            if claim is None:
+                return  # another executor (here or in another process) has it and finishes it
             self._process(run_id, cancel)
         except SpaceCancelled:
             self._finish(run_id, RunStatus.cancelled, None)
@@ -197,6 +204,8 @@ class RunExecutor:
             log.exception("run %s: unexpected error", run_id)
             self._finish(run_id, RunStatus.failed, f"Unexpected error: {type(exc).__name__}: {exc}")
         finally:
+            if claim is not None:
+                claim.release()
             with self._lock:
                 self._cancel.pop(run_id, None)
 

@@ -402,7 +402,13 @@ class SpaceSession:
     ) -> Any:
         deadline = time.monotonic() + self.space.job_timeout_s
         last: StatusReport | None = None
+        streams: list[concurrent.futures.Future[Any]] = []
         while not job.done():
+            # gradio_client reads events in a stream thread; when that read fails (e.g. times
+            # out on a frozen server) the job only says "cancelled", so keep the stream's future.
+            stream = getattr(self.client, "streaming_future", None)
+            if isinstance(stream, concurrent.futures.Future) and stream not in streams:
+                streams.append(stream)
             if should_cancel is not None and should_cancel():
                 with contextlib.suppress(Exception):
                     job.cancel()
@@ -424,6 +430,8 @@ class SpaceSession:
             concurrent.futures.wait([job], timeout=self.space.poll_interval_s)
         try:
             return job.result(timeout=0)
+        except concurrent.futures.CancelledError as exc:
+            raise self.space._explain(_stream_error(streams) or exc) from exc
         except Exception as exc:
             raise self.space._explain(exc) from exc
 
@@ -518,7 +526,8 @@ class SpaceSession:
                         kind="bad_download",
                     )
                 size = 0
-                for chunk in response.iter_bytes(1 << 20):
+                # Chunks as they arrive: a fixed size would wait for it, past the deadline.
+                for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > _MAX_DOWNLOAD_BYTES:
                         raise SpaceError(f"The {kind} is larger than 4 GB.", kind="bad_download")
@@ -540,6 +549,14 @@ class SpaceSession:
             raise self.space._explain(exc) from exc
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _stream_error(streams: list[concurrent.futures.Future[Any]]) -> BaseException | None:
+    """Why the client's event stream ended, when it ended by an error."""
+    for stream in reversed(streams):
+        if stream.done() and not stream.cancelled() and stream.exception() is not None:
+            return stream.exception()
+    return None
 
 
 def _file_ref(value: Any) -> FileRef | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from .config import Settings
@@ -117,6 +118,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _encode(run: VGGTRun) -> bytes:
+    return json.dumps(run.to_json_dict(), indent=2, ensure_ascii=False).encode()
+
+
 def _read_no_follow(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
@@ -169,8 +174,10 @@ class RunStore:
 
     def _existing_dir(self, run_id: str) -> Path:
         path = self.run_dir(run_id)
-        if not (path / METADATA).is_file() or (path / METADATA).is_symlink():
+        if not path.is_dir():
             raise RunNotFound(f"No such run: {run_id}")
+        if not (path / METADATA).is_file() or (path / METADATA).is_symlink():
+            raise StorageError(f"Run {run_id}: metadata.json is missing")
         return path
 
     def artifact_path(self, run_id: str, kind: ArtifactKind) -> Path:
@@ -210,21 +217,32 @@ class RunStore:
         presize: bool = True,
     ) -> VGGTRun:
         """Create an empty `queued` run with these settings and return it."""
-        while True:
-            run_id = f"run_{time.time_ns() // 1_000_000}_" + "".join(
-                secrets.choice(_ALPHABET) for _ in range(6)
-            )
-            path = self.runs_dir / run_id
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                continue
-        (path / IMAGES).mkdir()
-        run = VGGTRun(
-            run_id=run_id, settings=settings or VGGTSettings(), backend=backend, presize=presize
-        )
-        self._write(run)
+        # The folder is built under a hidden name and renamed into place whole: a crash half-way
+        # must not leave a run folder without metadata, which the listing would call broken.
+        staging = self.runs_dir / f"{TMP_PREFIX}run.{secrets.token_hex(8)}"
+        (staging / IMAGES).mkdir(parents=True)
+        try:
+            while True:
+                run_id = f"run_{time.time_ns() // 1_000_000}_" + "".join(
+                    secrets.choice(_ALPHABET) for _ in range(6)
+                )
+                run = VGGTRun(
+                    run_id=run_id,
+                    settings=settings or VGGTSettings(),
+                    backend=backend,
+                    presize=presize,
+                )
+                atomic_write(staging / METADATA, _encode(run))
+                try:
+                    os.rename(staging, self.runs_dir / run_id)  # fails if the id is taken
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(self.runs_dir)
         return run
 
     def load(self, run_id: str) -> VGGTRun:
@@ -258,8 +276,7 @@ class RunStore:
             return run
 
     def _write(self, run: VGGTRun) -> None:
-        data = json.dumps(run.to_json_dict(), indent=2, ensure_ascii=False).encode()
-        atomic_write(self.runs_dir / run.run_id / METADATA, data)
+        atomic_write(self.runs_dir / run.run_id / METADATA, _encode(run))
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
@@ -269,6 +286,46 @@ class RunStore:
             thread_lock = self._thread_locks.setdefault(run_id, threading.Lock())
         with thread_lock, FileLock(self._locks_dir / f"{run_id}.lock"):
             yield
+
+    def claim(self, run_id: str) -> FileLock | None:
+        """Take the run for one worker (in any process) until `release()`; None if one has it.
+
+        The operating system drops the claim when its process dies, however it dies, so a run
+        that is active on disk but claimed by nobody was interrupted.
+        """
+        self.run_dir(run_id)
+        claim = FileLock(self._locks_dir / f"{run_id}.worker", blocking=False)
+        try:
+            claim.acquire()
+        except Timeout:
+            return None
+        return claim
+
+    def is_claimed(self, run_id: str) -> bool:
+        """True while a worker of this or another process holds the run."""
+        claim = self.claim(run_id)
+        if claim is None:
+            return True
+        claim.release()
+        return False
+
+    def remove_temp_files(self, run_id: str) -> int:
+        """Delete what interrupted writes left in a run (`.tmp-` names); return how many."""
+        removed = 0
+        with self.lock(run_id):
+            folder = self._existing_dir(run_id)
+            for parent in (folder, folder / IMAGES):
+                if parent.is_symlink() or not parent.is_dir():
+                    continue
+                with os.scandir(parent) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(TMP_PREFIX) and not entry.is_dir(
+                            follow_symlinks=False
+                        ):
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(entry.path)
+                                removed += 1
+        return removed
 
     # --- images ------------------------------------------------------------------------------
 
@@ -414,11 +471,13 @@ class RunStore:
     def delete_run(self, run_id: str, *, force: bool = False) -> None:
         """Delete a run and its files; an active run is refused unless `force`."""
         with self.lock(run_id):
-            path = self._existing_dir(run_id)
+            path = self.run_dir(run_id)
+            if not path.is_dir():
+                raise RunNotFound(f"No such run: {run_id}")
             try:
                 active = self.load(run_id).is_active
             except StorageError:
-                active = False  # a damaged run can always be deleted
+                active = False  # a damaged run, or one without metadata, can always be deleted
             if active and not force:
                 raise RunBusy(f"Run {run_id} is still running; cancel it before deleting it")
             trash = self.root / ".trash"
@@ -427,7 +486,8 @@ class RunStore:
             doomed = trash / f"{run_id}.{secrets.token_hex(4)}"
             os.replace(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
-        (self._locks_dir / f"{run_id}.lock").unlink(missing_ok=True)
+        for suffix in (".lock", ".worker"):
+            (self._locks_dir / f"{run_id}{suffix}").unlink(missing_ok=True)
 
 
 def _status_set(status: RunStatus | str | Iterable[RunStatus | str] | None) -> set[str]:
