@@ -1,0 +1,59 @@
+"""VGGT Studio: page config, navigation over the pages, and the sidebar (backend, storage)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from vggt_core import space_from_settings
+
+st.set_page_config(page_title="VGGT Studio", page_icon=":material/view_in_ar:", layout="wide")
+
+page = st.navigation(
+    [
+        st.Page("pages/new_run.py", title="New run", icon=":material/add_a_photo:", default=True),
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
+    ]
+)
+ctx = ui.context()
+settings = ctx.settings
+
+with st.sidebar:
+    st.markdown("### :material/view_in_ar: VGGT Studio")
+    st.caption("3D reconstruction with Meta's VGGT, served by a Hugging Face Space.")
+
+    st.markdown("**Backend**")
+    backend = ui.display_backend(settings.backend)
+    st.code(backend, language=None)
+    if settings.token:
+        st.caption(":material/key: HF token: set (sent to the backend, never shown).")
+    else:
+        st.caption(
+            ":material/key_off: HF token: not set. Anonymous calls get the lowest GPU priority "
+            "and the smallest quota on the public Space; set `HF_TOKEN` for more."
+        )
+    checks: dict[str, tuple[bool, str, list[str]]] = st.session_state.setdefault(
+        "vs_connection_checks", {}
+    )
+    if st.button("Check connection", icon=":material/network_check:", width="stretch"):
+        with st.spinner(f"Asking {backend}…"):
+            report = space_from_settings(settings).check()
+        # The report names the backend as configured; show it as the sidebar does.
+        summary = report.summary.replace(settings.backend, backend)
+        checks[settings.backend] = (report.ok, summary, report.details)
+    if settings.backend in checks:
+        ok, summary, details = checks[settings.backend]
+        (st.success if ok else st.error)(summary, icon=":material/check:" if ok else None)
+        for line in details:
+            st.caption(f"• {line}")
+
+    st.markdown("**Storage**")
+    st.code(str(ctx.store.root), language=None)
+    run_count = len(ctx.store.run_ids())
+    st.caption(
+        f"{run_count} run{'s' if run_count != 1 else ''} · "
+        f"{ui.fmt_bytes(ui.disk_usage(ctx.store))} on disk · "
+        f"up to {settings.max_concurrent_runs} at a time"
+    )
+
+page.run()
