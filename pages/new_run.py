@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 import ui
@@ -48,6 +50,8 @@ with left:
             accept_multiple_files=True,
             key=f"vs_photos_{generation}",
             help=HELP_PHOTOS,
+            # The widget's own limit (in MB) follows the configured per-image limit.
+            max_upload_size=max(1, math.ceil(ctx.settings.max_image_bytes / 1_000_000)),
         )
         or []
     )
