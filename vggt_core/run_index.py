@@ -1,4 +1,4 @@
-"""RunIndex: each run's status and image names, cached by metadata mtime, for fast filtering."""
+"""RunIndex: run ids, statuses and image names cached by a change marker, for fast listing."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ _STATUSES = frozenset(s.value for s in RunStatus)
 # A file rewritten within the file system's timestamp granularity (up to 2 s on some) can keep
 # its mtime and size; an entry read this soon after its mtime is re-read on the next call.
 _RACY_NS = 2_000_000_000
+# Writes through any RunStore bump the marker at once; a hand edit of a file (which does not)
+# shows within this many seconds.
+RECHECK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +34,46 @@ class RunSummary:
 
 
 class RunIndex:
-    """A derived cache kept in `.index.json`; stale entries are re-read, so it can never lie."""
+    """A derived cache kept in `.index.json`; writes through any RunStore show at once, hand
+    edits of files within RECHECK_S."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._marker = path.with_name(".changes")
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[int, int, RunSummary]] | None = None
+        self._ids: tuple[tuple[bytes, int], float, list[str]] | None = None
+        self._fresh: tuple[tuple[bytes, int], float, list[str], dict[str, RunSummary]] | None = None
+
+    def bump(self) -> None:
+        """Tell every RunIndex on this root, in any process, that a run changed."""
+        with contextlib.suppress(OSError):
+            fd = os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, os.urandom(16))
+            finally:
+                os.close(fd)
+
+    def _signature(self, runs_dir: Path) -> tuple[bytes, int]:
+        try:
+            marker = self._marker.read_bytes()
+        except OSError:
+            marker = b""
+        # The folder's mtime catches runs created or removed by hand.
+        return marker, os.stat(runs_dir).st_mtime_ns
+
+    def run_ids(self, runs_dir: Path, scan: Callable[[], list[str]]) -> list[str]:
+        """`scan()`'s result, reused while nothing changed (and for at most RECHECK_S)."""
+        signature = self._signature(runs_dir)
+        with self._lock:
+            if self._ids is not None:
+                seen, at, ids = self._ids
+                if seen == signature and time.monotonic() - at < RECHECK_S:
+                    return list(ids)
+        ids = scan()
+        with self._lock:
+            self._ids = (signature, time.monotonic(), ids)
+        return list(ids)
 
     def _load(self) -> dict[str, tuple[int, int, RunSummary]]:
         try:
@@ -49,35 +87,45 @@ class RunIndex:
 
     def summaries(self, runs_dir: Path, run_ids: list[str]) -> dict[str, RunSummary]:
         """The summary of each run id, re-reading only metadata files changed since last time."""
+        signature = self._signature(runs_dir)
         with self._lock:
-            if self._entries is None:
-                self._entries = self._load()
-            entries = self._entries
-            result: dict[str, RunSummary] = {}
-            changed = False
-            now = time.time_ns()
-            for run_id in run_ids:
-                meta = os.path.join(runs_dir, run_id, "metadata.json")
-                try:
-                    st = os.lstat(meta)
-                except OSError:
-                    result[run_id] = RunSummary(BROKEN, ())  # a run folder without metadata
-                    continue
-                cached = entries.get(run_id)
-                if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-                    result[run_id] = cached[2]
-                    continue
-                summary = _summarize(meta)
-                racy = now - st.st_mtime_ns < _RACY_NS
-                entries[run_id] = (-1 if racy else st.st_mtime_ns, st.st_size, summary)
-                result[run_id] = summary
-                changed = changed or not racy
-            gone = entries.keys() - set(run_ids)
-            for run_id in gone:
-                del entries[run_id]
-            if changed or gone:
-                self._save(entries)
-            return result
+            if self._fresh is not None:
+                seen, at, ids, result = self._fresh
+                if seen == signature and ids == run_ids and time.monotonic() - at < RECHECK_S:
+                    return dict(result)
+            result = self._full_pass(runs_dir, run_ids)
+            self._fresh = (signature, time.monotonic(), list(run_ids), result)
+            return dict(result)
+
+    def _full_pass(self, runs_dir: Path, run_ids: list[str]) -> dict[str, RunSummary]:
+        if self._entries is None:
+            self._entries = self._load()
+        entries = self._entries
+        result: dict[str, RunSummary] = {}
+        changed = False
+        now = time.time_ns()
+        for run_id in run_ids:
+            meta = os.path.join(runs_dir, run_id, "metadata.json")
+            try:
+                st = os.lstat(meta)
+            except OSError:
+                result[run_id] = RunSummary(BROKEN, ())  # a run folder without metadata
+                continue
+            cached = entries.get(run_id)
+            if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
+                result[run_id] = cached[2]
+                continue
+            summary = _summarize(meta)
+            racy = now - st.st_mtime_ns < _RACY_NS
+            entries[run_id] = (-1 if racy else st.st_mtime_ns, st.st_size, summary)
+            result[run_id] = summary
+            changed = changed or not racy
+        gone = entries.keys() - set(run_ids)
+        for run_id in gone:
+            del entries[run_id]
+        if changed or gone:
+            self._save(entries)
+        return result
 
     def _save(self, entries: dict[str, tuple[int, int, RunSummary]]) -> None:
         data = {k: [m, s, v.status, list(v.images_lower)] for k, (m, s, v) in entries.items()}

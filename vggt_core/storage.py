@@ -243,6 +243,7 @@ class RunStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         _fsync_dir(self.runs_dir)
+        self._index.bump()
         return run
 
     def load(self, run_id: str) -> VGGTRun:
@@ -277,6 +278,7 @@ class RunStore:
 
     def _write(self, run: VGGTRun) -> None:
         atomic_write(self.runs_dir / run.run_id / METADATA, _encode(run))
+        self._index.bump()
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
@@ -411,6 +413,9 @@ class RunStore:
 
     def run_ids(self) -> list[str]:
         """Every run id under the root, newest first (ids sort by creation time)."""
+        return self._index.run_ids(self.runs_dir, self._scan_run_ids)
+
+    def _scan_run_ids(self) -> list[str]:
         with os.scandir(self.runs_dir) as entries:
             ids = [
                 e.name
@@ -486,6 +491,7 @@ class RunStore:
             doomed = trash / f"{run_id}.{secrets.token_hex(4)}"
             os.replace(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
+            self._index.bump()
         for suffix in (".lock", ".worker"):
             (self._locks_dir / f"{run_id}{suffix}").unlink(missing_ok=True)
 
