@@ -1,0 +1,290 @@
+"""History at scale: listing, filtering and searching a big store, and the History page's cost."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from PIL import Image
+
+from bench.common import Figure
+from bench.overhead import temp_dir
+from vggt_core import (
+    Artifacts,
+    RunStatus,
+    RunStore,
+    UploadStats,
+    VGGTRun,
+    VGGTSettings,
+)
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+HISTORY_PAGE = "pages/history.py"
+DUMMY_BACKEND = "http://127.0.0.1:9"  # never called: the History page only reads the store
+FIRST_PAGE_MS = 50.0
+FILTERED_MS = 300.0
+PAGE_RATIO = 1.5
+SMALL_STORE = 10
+REAL_IMAGE_RUNS = 5
+SEARCH = "kitchen"  # in about 1 run in 100
+FILTER_STATUS = RunStatus.failed
+# No active status: the app's recover() at start would otherwise change the store under the
+# measurement (fail "interrupted" runs, resubmit queued ones to the dummy backend).
+STATUS_WEIGHTS = {
+    RunStatus.completed: 70,
+    RunStatus.failed: 15,
+    RunStatus.cancelled: 10,
+    RunStatus.queued: 5,
+}
+SCENES = ("garden", "statue", "facade", "desk", "bridge", "car", "tree", "room", "shelf")
+
+
+def _fake_run(rng: random.Random, when: datetime, suffix: str) -> VGGTRun:
+    """A plausible finished (or never submitted) run requested at `when`."""
+    status = rng.choices(list(STATUS_WEIGHTS), weights=list(STATUS_WEIGHTS.values()))[0]
+    scene = SEARCH if rng.random() < 0.01 else rng.choice(SCENES)
+    images = [f"{scene}_{k:03d}.jpg" for k in range(rng.randint(2, 40))]
+    run = VGGTRun(
+        run_id=f"run_{int(when.timestamp() * 1000)}_{suffix}",
+        status=status,
+        settings=VGGTSettings(conf_threshold=rng.choice([25.0, 50.0, 75.0])),
+        images=images,
+        requested_at=when,
+        backend="facebook/vggt",
+    )
+    if status is RunStatus.queued:
+        return run
+    run.submitted_at = run.started_at = when + timedelta(seconds=1)
+    run.finished_at = when + timedelta(seconds=rng.uniform(20, 200))
+    run.upload = UploadStats(
+        bytes_sent=len(images) * 300_000, bytes_original=len(images) * 4_000_000
+    )
+    if status is RunStatus.completed:
+        run.artifacts = Artifacts(glb="scene.glb")
+    elif status is RunStatus.failed:
+        run.error = (
+            "The Space's GPU quota for anonymous users is used up; add an HF token or retry."
+        )
+    return run
+
+
+def generate_store(root: Path, count: int, seed: int = 0) -> RunStore:
+    """Write `count` runs' metadata.json straight to disk (a few with real images); return a store.
+
+    Each file's mtime is its run's time, as for a store that grew over months: files written a
+    moment ago would be re-read by the index on every call (they may still change), unlike old ones.
+    """
+    rng = random.Random(seed)
+    store = RunStore(root)
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    runs = []
+    for i in range(count):
+        when = now - timedelta(minutes=7 * (count - i), seconds=rng.randint(0, 59))
+        runs.append(_fake_run(rng, when, "".join(rng.choices(alphabet, k=6))))
+
+    def write(index: int) -> None:
+        run = runs[index]
+        folder = store.runs_dir / run.run_id
+        os.mkdir(folder)
+        os.mkdir(folder / "images")
+        meta = folder / "metadata.json"
+        meta.write_text(json.dumps(run.to_json_dict(), indent=2, ensure_ascii=False))
+        if index >= count - REAL_IMAGE_RUNS:
+            for k, name in enumerate(run.images[:3]):
+                Image.new("RGB", (64, 48), (40 * k, 120, 200)).save(folder / "images" / name, "PNG")
+        stamp = run.requested_at.timestamp()
+        os.utime(meta, (stamp, stamp))
+
+    # The file system's latency, not the CPU, bounds this: a few threads overlap the waits.
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(count)))
+    return store
+
+
+def _ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
+    """(cold, warm median) ms of the first page, a status-filtered page and a text search.
+
+    Cold: the first call on a fresh RunStore with no `.index.json`; warm: later calls on it.
+    """
+    queries: dict[str, Callable[[RunStore], object]] = {
+        "first_page": lambda s: s.list_runs(limit=50),
+        "filtered": lambda s: s.list_runs(status=FILTER_STATUS, limit=50),
+        "search": lambda s: s.list_runs(query=SEARCH, limit=50),
+    }
+    result = {}
+    for name, query in queries.items():
+        (root / ".index.json").unlink(missing_ok=True)
+        store = RunStore(root)
+        cold = _ms(lambda q=query, s=store: q(s))
+        warm = statistics.median(_ms(lambda q=query, s=store: q(s)) for _ in range(repeats))
+        result[name] = (cold, warm)
+    return result
+
+
+@contextlib.contextmanager
+def app_environment(storage: Path) -> Iterator[None]:
+    """Point the app at `storage` and a dummy backend through the environment, then restore it."""
+    wanted = {"VGGT_STORAGE_DIR": str(storage), "VGGT_BACKEND": DUMMY_BACKEND, "HF_TOKEN": None}
+    saved = {k: os.environ.get(k) for k in wanted}
+    try:
+        for key, value in wanted.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def served_navigation() -> Iterator[None]:
+    """Run every AppTest run as a long-running server does once app.py called st.navigation.
+
+    AppTest forgets st.navigation between runs, so each page run would otherwise start in the
+    pages/-folder mode and be rerun through app.py (the same trick as tests/app_fixtures.py).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        PagesManager.__init__ = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def quiet_streamlit() -> Iterator[None]:
+    """Drop Streamlit's "missing ScriptRunContext" warnings (AppTest outside `streamlit run`)."""
+    # A filter, not a level: Streamlit resets its loggers' levels at every script run.
+    logger = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "missing ScriptRunContext" not in str(record.msg)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def page_seconds(storage: Path) -> float:
+    """Seconds for one AppTest run of the History page (app.py run first, untimed)."""
+    from streamlit.testing.v1 import AppTest
+
+    with app_environment(storage):
+        at = AppTest.from_file(str(APP), default_timeout=120)
+        at.run()
+        if at.exception:
+            raise RuntimeError(f"app.py raised: {at.exception[0].message}")
+        at.switch_page(HISTORY_PAGE)
+        start = time.perf_counter()
+        at.run()
+        elapsed = time.perf_counter() - start
+    if at.exception:
+        raise RuntimeError(f"the History page raised: {at.exception[0].message}")
+    if not at.dataframe:
+        raise RuntimeError("the History page showed no runs table")
+    return elapsed
+
+
+def page_ratio(big: Path, small: Path, repeats: int) -> tuple[float, float, float]:
+    """(median big-store seconds, median small-store seconds, ratio), runs interleaved."""
+    with served_navigation(), quiet_streamlit():
+        page_seconds(big)  # untimed: imports, the app's recover(), the index, caches
+        page_seconds(small)
+        times_big, times_small = [], []
+        for _ in range(repeats):
+            times_big.append(page_seconds(big))
+            times_small.append(page_seconds(small))
+    b, s = statistics.median(times_big), statistics.median(times_small)
+    return b, s, b / s
+
+
+def run(quick: bool) -> list[Figure]:
+    """Listing figures on a store of 10,000 runs (quick: 2,000) and the History page ratio."""
+    count = 2_000 if quick else 10_000
+    repeats = 3 if quick else 5
+    figures: list[Figure] = []
+    with temp_dir("vggt-bench-history-") as work:
+        start = time.perf_counter()
+        generate_store(work / "big", count)
+        generate_store(work / "small", SMALL_STORE, seed=1)
+        made_s = time.perf_counter() - start
+        figures.append(
+            Figure(
+                "history_store",
+                f"{count:,} runs (and {SMALL_STORE}) generated in {made_s:.1f} s",
+                "",
+                None,
+            )
+        )
+        times = listing_times(work / "big", repeats=7)
+        targets = {"first_page": FIRST_PAGE_MS, "filtered": FILTERED_MS, "search": FILTERED_MS}
+        labels = {
+            "first_page": "first page of 50",
+            "filtered": f"status={FILTER_STATUS.value} page",
+            "search": f"text search '{SEARCH}'",
+        }
+        for name, (cold, warm) in times.items():
+            figures.append(
+                Figure(
+                    f"history_{name}_ms (warm; {labels[name]}, {count:,} runs)",
+                    f"{warm:.1f} (cold: {cold:.1f}, fresh RunStore, no .index.json)",
+                    f"< {targets[name]:g}, warm",
+                    warm < targets[name],
+                )
+            )
+        usage_ms = _ms(RunStore(work / "big").disk_usage)
+        figures.append(
+            Figure(
+                f"history_disk_usage_ms (info: RunStore.disk_usage, {count:,} runs; the sidebar "
+                "recounts it every 10 s)",
+                f"{usage_ms:.0f}",
+                "",
+                None,
+            )
+        )
+        if APP.is_file():
+            big_s, small_s, ratio = page_ratio(work / "big", work / "small", repeats)
+            figures.append(
+                Figure(
+                    f"history_page_ratio (AppTest History page, {count:,} runs / {SMALL_STORE})",
+                    f"{ratio:.2f} ({big_s:.3f} s / {small_s:.3f} s, median of {repeats} each, "
+                    "interleaved)",
+                    f"≤ {PAGE_RATIO}",
+                    ratio <= PAGE_RATIO,
+                )
+            )
+        else:
+            figures.append(
+                Figure("history_page_ratio", "skipped: app.py is not there yet", "", None)
+            )
+    return figures
