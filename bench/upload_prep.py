@@ -12,10 +12,13 @@ import numpy as np
 from PIL import Image, ImageChops
 
 from bench.common import Figure
+from vggt_core.local_space import StandInOptions, spawn_local_space
+from vggt_core.space import VGGTSpace
 from vggt_core.upload_prep import prepare_upload
 
 PHONE_SIZE = (4032, 3024)
 TARGET_RATIO = 0.15
+UPLINK_MBIT = 20.0  # a home or conference uplink, to put the loopback figure in context
 
 
 def photographic_jpeg(path: Path, width: int, height: int, seed: int) -> None:
@@ -39,6 +42,14 @@ def photographic_jpeg(path: Path, width: int, height: int, seed: int) -> None:
     ImageChops.add(smooth, noise, scale=1.0, offset=-grain).save(path, "JPEG", quality=92)
 
 
+def upload_seconds(paths: list[Path]) -> float:
+    """Wall time of the product's upload step (`/update_gallery_on_upload`) to a fresh stand-in."""
+    with spawn_local_space(StandInOptions()) as server, VGGTSpace(server.url).session() as session:
+        start = time.perf_counter()
+        session.upload(paths)
+        return time.perf_counter() - start
+
+
 def run(quick: bool) -> list[Figure]:
     """Stage generated phone photos with presize on and off; report the byte ratio and time."""
     count = 3 if quick else 10
@@ -55,6 +66,7 @@ def run(quick: bool) -> list[Figure]:
         start = time.perf_counter()
         on = prepare_upload(paths, workdir / "on", presize=True)
         elapsed = time.perf_counter() - start
+        upload_off, upload_on = upload_seconds(off.paths), upload_seconds(on.paths)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ratio = on.bytes_sent / off.bytes_sent
@@ -66,6 +78,15 @@ def run(quick: bool) -> list[Figure]:
             f"{off.bytes_sent / 1e6:.1f} MB, {size})",
             f"≤ {TARGET_RATIO}",
             ratio <= TARGET_RATIO,
+        ),
+        Figure(
+            "presize_upload_phase_s (info; loopback to the stand-in)",
+            f"on {elapsed + upload_on:.2f} s (prepare {elapsed:.2f} + send {upload_on:.2f}), "
+            f"off {upload_off:.2f} s; at {UPLINK_MBIT:g} Mbit/s the sending alone would take "
+            f"{on.bytes_sent * 8 / UPLINK_MBIT / 1e6:.1f} s on, "
+            f"{off.bytes_sent * 8 / UPLINK_MBIT / 1e6:.1f} s off",
+            "",
+            None,
         ),
         Figure(
             "presize_seconds_per_image",

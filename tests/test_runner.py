@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import trimesh
+from helpers_images import jpeg_bytes
 
 from vggt_core import RunExecutor, RunStatus, RunStore, VGGTRun, VGGTSettings, load_settings
 from vggt_core.local_space import (
@@ -359,3 +360,27 @@ def test_recover_applies_the_start_up_rules(space, sample_images, tmp_path):
         assert executor.wait(ids["processing"], timeout=60).status is RunStatus.completed
     finally:
         executor.shutdown()
+
+
+@pytest.mark.parametrize("presize", [True, False])
+def test_the_runner_sends_model_sized_images_when_asked(space, tmp_path, presize):
+    photos = [(f"IMG_{i}.jpg", jpeg_bytes(width=1600, height=1200, seed=i)) for i in range(2)]
+    with executor_for(tmp_path, space.url) as (store, executor):
+        run = store.create_run(VGGTSettings(), presize=presize)
+        store.add_images(run.run_id, photos)
+        executor.submit(run.run_id)
+        run = executor.wait(run.run_id, timeout=60)
+    assert run.status is RunStatus.completed, run.error
+
+    upload = [c for c in space.received if c["endpoint"] == "/update_gallery_on_upload"][-1]
+    received = {f["name"]: f["size"] for f in upload["files"]}
+    originals = sum(len(data) for _, data in photos)
+    assert run.upload.bytes_original == originals
+    assert run.upload.bytes_sent == sum(received.values())
+    if presize:
+        assert sorted(received) == ["0000_IMG_0.png", "0001_IMG_1.png"]
+        assert run.upload.files_resized == 2
+        assert run.upload.bytes_sent < originals
+    else:
+        assert sorted(received) == ["0000_IMG_0.jpg", "0001_IMG_1.jpg"]
+        assert run.upload.bytes_sent == originals and run.upload.files_resized == 0

@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 MODEL_WIDTH = 518
 PATCH = 14
 MAX_HEIGHT = 518
+PARALLEL_IMAGES = 2
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,30 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def _stage(index: int, count: int, source: Path, dest_dir: Path, presize: bool) -> StagedFile:
+    """Stage one image: its model-sized PNG when that is smaller, else the original bytes."""
+    original_size = source.stat().st_size
+    as_is = dest_dir / staged_name(index, count, source)
+    if presize:
+        png = dest_dir / staged_name(index, count, source, ".png")
+        tmp = png.with_name(png.name + ".tmp")
+        try:
+            written = _write_presized(source, tmp)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        if written:
+            png_size = tmp.stat().st_size
+            if png_size < original_size:
+                _unlink(as_is)
+                tmp.replace(png)
+                return StagedFile(source, png, True, original_size, png_size)
+        _unlink(tmp)
+    _unlink(as_is)
+    _link_or_copy(source, as_is)
+    return StagedFile(source, as_is, False, original_size, original_size)
+
+
 def prepare_upload(
     image_paths: Sequence[Path], dest_dir: Path, presize: bool = True
 ) -> PreparedUpload:
@@ -148,27 +174,12 @@ def prepare_upload(
         # Staged names could then replace an original: never stage next to the stored images.
         raise ValueError(f"dest_dir {dest_dir} must not be the folder of the images it stages")
     count = len(sources)
-    staged: list[StagedFile] = []
-    for index, source in enumerate(sources):
-        original_size = source.stat().st_size
-        as_is = dest_dir / staged_name(index, count, source)
-        if presize:
-            png = dest_dir / staged_name(index, count, source, ".png")
-            tmp = png.with_name(png.name + ".tmp")
-            try:
-                written = _write_presized(source, tmp)
-            except BaseException:
-                _unlink(tmp)
-                raise
-            if written:
-                png_size = tmp.stat().st_size
-                if png_size < original_size:
-                    _unlink(as_is)
-                    tmp.replace(png)
-                    staged.append(StagedFile(source, png, True, original_size, png_size))
-                    continue
-            _unlink(tmp)
-        _unlink(as_is)
-        _link_or_copy(source, as_is)
-        staged.append(StagedFile(source, as_is, False, original_size, original_size))
+    # Pillow decodes, resizes and encodes without the GIL: two images at a time use both cores
+    # of a small machine while holding at most two decoded photos in memory.
+    with ThreadPoolExecutor(max_workers=PARALLEL_IMAGES) as pool:
+        jobs = [
+            pool.submit(_stage, index, count, source, dest_dir, presize)
+            for index, source in enumerate(sources)
+        ]
+        staged = [job.result() for job in jobs]
     return PreparedUpload(tuple(staged))
