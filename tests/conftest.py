@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 # vggt_core.local_space and gradio_client are imported inside the fixtures: importing gradio
 # costs about 2 s, which tests that never start a server should not pay.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# No telemetry thread of huggingface_hub's (it would also count as a leaked thread in the tests).
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 @pytest.fixture(scope="session")

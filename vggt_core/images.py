@@ -27,6 +27,8 @@ FORMAT_EXTENSIONS: dict[str, str] = {
     "TIFF": ".tif",
 }
 _STEM_CHARS = re.compile(r"[^\w\-+()]+")
+# Up to this height:width, VGGT's resize to width 518 makes at most 518×33,152 pixels (~70 MB).
+MAX_TALL_RATIO = 64
 _MAX_STEM_CHARS = 80
 _MAX_STEM_BYTES = 180  # leaves room for a uniqueness suffix and the extension under 255 bytes
 
@@ -75,6 +77,15 @@ def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> s
                     )
                 if height * 518 / width / 14 < 0.5:
                     raise ImageRejected(name, f"it is {width}×{height}: too wide for the model")
+                # VGGT resizes to width 518 before its centre crop: a thin strip of a few KB
+                # would become gigabytes of pixels here (presize) and on the Space, of which
+                # the crop keeps under 2 %.
+                if height > MAX_TALL_RATIO * width:
+                    raise ImageRejected(
+                        name,
+                        f"it is {width}×{height}: too tall for the model (more than "
+                        f"{MAX_TALL_RATIO} times as tall as wide)",
+                    )
                 image.load()  # decodes every byte: a truncated file fails here, not on the Space
     except ImageRejected:
         raise

@@ -1,6 +1,7 @@
 """A local Gradio app with the facebook/vggt Space's API and a fast deterministic model stand-in."""
 
 import argparse
+import asyncio
 import colorsys
 import contextlib
 import dataclasses
@@ -30,6 +31,7 @@ import trimesh
 from gradio.data_classes import FileData, GradioModel
 from PIL import Image
 from pydantic import model_validator
+from starlette.middleware import Middleware
 
 # gradio reads this when a Blocks or Client is created; the stand-in must never phone home.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -58,7 +60,20 @@ ZEROGPU_QUOTA_ERROR = (
 UPLOAD_MESSAGE = "Upload complete. Click 'Reconstruct' to begin 3D processing."
 NO_RECONSTRUCTION = "No reconstruction available. Please click the Reconstruct button first."
 NO_TARGET_DIR = "No valid target directory found. Please upload first."
-RUNTIME_FIELDS = ("delay", "progress_steps", "error", "fail_times", "exit_after", "exit_code")
+RUNTIME_FIELDS = (
+    "delay",
+    "progress_steps",
+    "error",
+    "fail_times",
+    "exit_after",
+    "exit_code",
+    "upload_delay",
+    "download_status",
+    "download_garbage",
+    "download_truncate",
+    "download_rate",
+)
+NOT_A_GLB = b"<!doctype html><html><body><h1>Your space is in error</h1></body></html>\n"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,6 +94,11 @@ class StandInOptions:
     fail_times: int | None = None
     exit_after: float | None = None
     exit_code: int = 1
+    upload_delay: float = 0.0
+    download_status: int | None = None
+    download_garbage: bool = False
+    download_truncate: float | None = None
+    download_rate: float | None = None
     return_predictions: bool = False
     queue_max_size: int | None = 20
     concurrency_limit: int | None = 1
@@ -91,6 +111,14 @@ class StandInOptions:
             raise ValueError("fail_times must be >= 0 or None")
         if self.exit_after is not None and self.exit_after < 0:
             raise ValueError("exit_after must be >= 0 or None")
+        if self.upload_delay < 0:
+            raise ValueError("upload_delay must be >= 0")
+        if self.download_status is not None and not 100 <= self.download_status <= 599:
+            raise ValueError("download_status must be an HTTP status (100-599) or None")
+        if self.download_truncate is not None and not 0 <= self.download_truncate < 1:
+            raise ValueError("download_truncate must be in [0, 1) or None")
+        if self.download_rate is not None and self.download_rate <= 0:
+            raise ValueError("download_rate must be > 0 or None")
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
@@ -108,6 +136,16 @@ class StandInOptions:
         if self.exit_after is not None:
             args += ["--exit-after", str(self.exit_after)]
         args += ["--exit-code", str(self.exit_code)]
+        if self.upload_delay:
+            args += ["--upload-delay", str(self.upload_delay)]
+        if self.download_status is not None:
+            args += ["--download-status", str(self.download_status)]
+        if self.download_garbage:
+            args.append("--download-garbage")
+        if self.download_truncate is not None:
+            args += ["--download-truncate", str(self.download_truncate)]
+        if self.download_rate is not None:
+            args += ["--download-rate", str(self.download_rate)]
         if self.return_predictions:
             args.append("--return-predictions")
         args += ["--max-size", str(self.queue_max_size if self.queue_max_size is not None else 0)]
@@ -138,6 +176,14 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         with contextlib.suppress(json.JSONDecodeError):
             records.append(json.loads(line))
     return records
+
+
+def _token_hash(request: gr.Request | None) -> str | None:
+    """The sha256 of the HF token a call carried (gradio_client sends x-hf-authorization)."""
+    header = request.headers.get("x-hf-authorization") if request is not None else None
+    if not header:
+        return None
+    return hashlib.sha256(header.removeprefix("Bearer ").encode()).hexdigest()
 
 
 def _file_facts(param: str, path: str) -> dict[str, Any]:
@@ -591,6 +637,7 @@ class StandIn:
         }
         if files is not None:
             entry["files"] = files
+        entry["token_sha256"] = _token_hash(request)
         with self._lock:
             self.received.append(entry)
             if self.record_path is not None:
@@ -673,6 +720,9 @@ class StandIn:
         self._record("/update_gallery_on_upload", params, request, files)
         if not input_video and not input_images:
             return None, None, None, None
+        options, _ = self.current_options()
+        if options.upload_delay:
+            time.sleep(options.upload_delay)  # a slow link to the Space, seen as a slow handler
         target_dir, image_paths = self.handle_uploads(input_video, input_images)
         return None, target_dir, image_paths, UPLOAD_MESSAGE
 
@@ -958,9 +1008,82 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _launch(
-    demo: gr.Blocks, options: StandInOptions, host: str, port: int | None, workdir: Path
-) -> str:
+def _is_glb_download(path: str) -> bool:
+    return path.startswith("/gradio_api/file=") and path.endswith(".glb")
+
+
+class DownloadFaults:
+    """ASGI middleware: GLB downloads answer as the download_* options say (status, garbage,
+    truncation, a byte rate); every other request passes through untouched."""
+
+    def __init__(self, app: Any, stand_in: "StandIn") -> None:
+        self.app = app
+        self.stand_in = stand_in
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve one request."""
+        if scope["type"] != "http" or not _is_glb_download(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        options, _ = self.stand_in.current_options()
+        if options.download_status is not None:
+            await _send_whole(send, options.download_status, b"Not Found\n", b"text/plain")
+        elif options.download_garbage:
+            await _send_whole(send, 200, NOT_A_GLB, b"text/html")
+        elif options.download_truncate is None and options.download_rate is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._altered(scope, receive, send, options)
+
+    async def _altered(
+        self, scope: dict[str, Any], receive: Any, send: Any, options: StandInOptions
+    ) -> None:
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        data = bytes(body)
+        if start.get("status") == 200 and options.download_truncate is not None:
+            data = data[: int(len(data) * options.download_truncate)]
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
+        rate = options.download_rate
+        step = max(1, int(rate / 10)) if rate else max(len(data), 1)  # ten pieces a second
+        gone = asyncio.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
+        try:
+            for offset in range(0, len(data), step):
+                if gone.is_set():
+                    return  # the client hung up: stop trickling
+                piece = data[offset : offset + step]
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                if rate:
+                    await asyncio.sleep(len(piece) / rate)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+async def _watch_disconnect(receive: Any, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+async def _send_whole(send: Any, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _launch(stand_in: "StandIn", demo: gr.Blocks, host: str, port: int | None) -> str:
+    options = stand_in.options
     demo.queue(default_concurrency_limit=options.concurrency_limit, max_size=options.queue_max_size)
     attempts = 1 if port else 5
     for attempt in range(attempts):
@@ -971,8 +1094,9 @@ def _launch(
                 server_port=port or free_port(host),
                 quiet=True,
                 show_error=True,
-                allowed_paths=[str(workdir)],
+                allowed_paths=[str(stand_in.workdir)],
                 ssr_mode=False,
+                app_kwargs={"middleware": [Middleware(DownloadFaults, stand_in=stand_in)]},
             )
         except OSError:
             # Another process took the port between probing and binding.
@@ -1000,7 +1124,7 @@ class LocalSpace:
             options or StandInOptions(), self.workdir, record_path=record, control_path=control
         )
         self.demo = build_demo(self.stand_in)
-        self.url = _launch(self.demo, self.stand_in.options, "127.0.0.1", None, self.workdir)
+        self.url = _launch(self.stand_in, self.demo, "127.0.0.1", None)
         self._closed = False
 
     @property
@@ -1189,8 +1313,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="--control names a JSON object of runtime options, re-read at every call, e.g. "
         '{"error": null, "delay": 2.0, "progress_steps": 4, "fail_times": 1}; keys: '
         f"{', '.join(RUNTIME_FIELDS)}. Rewriting it restarts the fail_times count. --record "
-        "appends one JSON object per call: endpoint, time, session_hash, params and, for "
-        "uploads, files (param, name, size, sha256).",
+        "appends one JSON object per call: endpoint, time, session_hash, params, "
+        "token_sha256 (of the HF token sent, or null) and, for uploads, files (param, name, "
+        "size, sha256).",
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
@@ -1203,6 +1328,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fail-times", type=int, help="fail this many calls, then succeed (default: always)")
     add("--exit-after", type=float, help="die with os._exit this many seconds into the model step")
     add("--exit-code", type=int, default=1, help="exit code for --exit-after (default 1)")
+    add("--upload-delay", type=float, default=0.0, help="seconds each upload call waits first")
+    add("--download-status", type=int, help="answer GLB downloads with this HTTP status (e.g. 404)")
+    add("--download-garbage", action="store_true", help="serve an HTML page as the GLB download")
+    add("--download-truncate", type=float, help="serve only this fraction (0-1) of each GLB")
+    add("--download-rate", type=float, help="serve GLB downloads at this many bytes a second")
     add("--return-predictions", action="store_true", help="add predictions.npz as 4th output")
     add("--max-size", type=int, default=20, help="queue max_size; 0 = unbounded (default 20)")
     add("--concurrency-limit", type=int, default=1, help="per-event concurrency; 0 = unlimited")
@@ -1224,6 +1354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail_times=args.fail_times,
         exit_after=args.exit_after,
         exit_code=args.exit_code,
+        upload_delay=args.upload_delay,
+        download_status=args.download_status,
+        download_garbage=args.download_garbage,
+        download_truncate=args.download_truncate,
+        download_rate=args.download_rate,
         return_predictions=args.return_predictions,
         queue_max_size=args.max_size or None,
         concurrency_limit=args.concurrency_limit or None,
@@ -1238,7 +1373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow_exit=True,
     )
     demo = build_demo(stand_in)
-    url = _launch(demo, options, args.host, args.port, stand_in.workdir)
+    url = _launch(stand_in, demo, args.host, args.port)
     print(f"local space serving {url} (workdir {stand_in.workdir})", flush=True)
     if args.exit_with_parent:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()

@@ -202,7 +202,9 @@ def describe_validation_error(error: ValidationError) -> str:
         key = to_camel(name)
         label = _FIELD_NAMES.get(key, where)
         if item["type"] == "extra_forbidden":
-            parts.append(f"Unknown setting '{name}'.")
+            shown = "".join(ch if ch.isprintable() else "?" for ch in name)
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            parts.append(f"Unknown setting '{shown}'.")
         elif item["type"] == "literal_error" and key == "predictionMode":
             parts.append(f"{label} must be 'pointmap' or 'depth', not {item['input']!r}.")
         elif item["type"] in {"greater_than_equal", "less_than_equal"} and key == "confThreshold":

@@ -79,10 +79,11 @@ class RunIndex:
         try:
             raw = json.loads(self._path.read_bytes())
             return {
-                run_id: (int(mtime), int(size), RunSummary(str(status), tuple(images)))
+                run_id: (int(mtime), int(size), RunSummary(str(status), tuple(map(str, images))))
                 for run_id, (mtime, size, status, images) in raw.items()
             }
-        except (OSError, ValueError, TypeError):
+        # A damaged cache is rebuilt: any JSON at all (a list, deep nesting) lands here.
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError):
             return {}
 
     def summaries(self, runs_dir: Path, run_ids: list[str]) -> dict[str, RunSummary]:
@@ -146,5 +147,5 @@ def _summarize(meta: str) -> RunSummary:
         if status not in _STATUSES or not isinstance(images, list):
             raise TypeError
         return RunSummary(status, tuple(str(i).lower() for i in images))
-    except (OSError, ValueError, TypeError, KeyError):
-        return RunSummary(BROKEN, ())
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return RunSummary(BROKEN, ())  # RecursionError: JSON nested past the parser's limit

@@ -19,6 +19,7 @@ from typing import Any, Literal
 # Telemetry is read from the environment when a Client is built; the constructor flag alone does
 # nothing. A user who wants it on can still set the variable before this import.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # read when huggingface_hub is imported
 
 import httpx
 import huggingface_hub
