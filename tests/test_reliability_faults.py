@@ -231,7 +231,7 @@ FAULTS = [
     Fault(
         "glb_404",
         lambda rig: options(rig, download_status=404),
-        re.escape("Downloading the glb failed: the backend answered HTTP 404."),
+        re.escape("Downloading the GLB failed: the backend answered HTTP 404."),
     ),
     Fault(
         "not_a_glb",
@@ -246,7 +246,7 @@ FAULTS = [
     Fault(
         "slow_download",
         lambda rig: options(rig, download_rate=20_000.0),
-        re.escape(f"Downloading the glb took longer than {DOWNLOAD_TIMEOUT_S:.0f} s."),
+        re.escape(f"Downloading the GLB took longer than {DOWNLOAD_TIMEOUT_S:.0f} s; retry later."),
         # the deadline, one read timeout at most, and the rest of the run
         within_s=DOWNLOAD_TIMEOUT_S + READ_TIMEOUT_S + 4,
     ),

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Longer than the 15 s heartbeat of a Gradio event stream, so only a frozen server trips it.
     read_timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("VGGT_READ_TIMEOUT"))
     job_timeout_s: float = Field(1800.0, gt=0, validation_alias=AliasChoices("VGGT_JOB_TIMEOUT"))
+    download_timeout_s: float = Field(
+        600.0, gt=0, validation_alias=AliasChoices("VGGT_DOWNLOAD_TIMEOUT")
+    )
     presize: bool = Field(True, validation_alias=AliasChoices("VGGT_PRESIZE"))
     preview_points: int = Field(
         200_000, ge=1000, validation_alias=AliasChoices("VGGT_PREVIEW_POINTS")

@@ -327,4 +327,5 @@ def space_from_settings(config: Settings) -> VGGTSpace:
         connect_timeout_s=config.connect_timeout_s,
         read_timeout_s=config.read_timeout_s,
         job_timeout_s=config.job_timeout_s,
+        download_timeout_s=config.download_timeout_s,
     )

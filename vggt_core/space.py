@@ -504,6 +504,7 @@ class SpaceSession:
         self, ref: FileRef, dest: Path, kind: Literal["glb", "predictions"] = "glb"
     ) -> int:
         """Stream a file to a temp name beside `dest`, check it, rename it into place; bytes."""
+        label = "GLB" if kind == "glb" else "predictions.npz"
         tmp = dest.with_name(f".tmp-{dest.name}.{secrets.token_hex(4)}")
         deadline = time.monotonic() + self.space.download_timeout_s
         headers = dict(self.client.headers)
@@ -522,7 +523,7 @@ class SpaceSession:
             ):
                 if response.status_code != 200:
                     raise SpaceError(
-                        f"Downloading the {kind} failed: the backend answered HTTP "
+                        f"Downloading the {label} failed: the backend answered HTTP "
                         f"{response.status_code}.",
                         kind="bad_download",
                     )
@@ -531,11 +532,11 @@ class SpaceSession:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > _MAX_DOWNLOAD_BYTES:
-                        raise SpaceError(f"The {kind} is larger than 4 GB.", kind="bad_download")
+                        raise SpaceError(f"The {label} is larger than 4 GB.", kind="bad_download")
                     if time.monotonic() > deadline:
                         raise SpaceError(
-                            f"Downloading the {kind} took longer than "
-                            f"{self.space.download_timeout_s:.0f} s.",
+                            f"Downloading the {label} took longer than "
+                            f"{self.space.download_timeout_s:.0f} s; retry later.",
                             kind="timeout",
                         )
                     out.write(chunk)
