@@ -24,7 +24,7 @@ with st.sidebar:
 
     st.markdown("**Backend**")
     backend = ui.display_backend(settings.backend)
-    st.code(backend, language=None)
+    st.code(backend, language=None, wrap_lines=True)
     if settings.token:
         st.caption(":material/key: HF token: set (sent to the backend, never shown).")
     else:
@@ -48,7 +48,7 @@ with st.sidebar:
             st.caption(f"• {line}")
 
     st.markdown("**Storage**")
-    st.code(str(ctx.store.root), language=None)
+    st.code(str(ctx.store.root), language=None, wrap_lines=True)
     run_count = len(ctx.store.run_ids())
     st.caption(
         f"{run_count} run{'s' if run_count != 1 else ''} · "

@@ -166,13 +166,14 @@ def context() -> AppContext:
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _disk_usage(root: str, _store: RunStore) -> int:
+def _disk_usage(root: str, counts: tuple[tuple[str, int], ...], _store: RunStore) -> int:
     return _store.disk_usage()
 
 
 def disk_usage(store: RunStore) -> int:
-    """Bytes the runs use, re-counted at most every 10 s (walking every file is not free)."""
-    return _disk_usage(str(store.root), store)
+    """Bytes the runs use, re-counted at most every 10 s (walking every file is not free),
+    and at once when a run is added, deleted or changes status (e.g. its model arrived)."""
+    return _disk_usage(str(store.root), tuple(sorted(store.counts().items())), store)
 
 
 def display_backend(backend: str) -> str:

@@ -1,0 +1,275 @@
+"""Browser end-to-end fixtures: the stand-in Space, `streamlit run app.py`, headless Chromium.
+
+Both servers are child processes in their own process groups, started once per session and
+stopped afterwards (also when a test fails). Chromium is Debian's package driven by Playwright:
+Playwright's own browser download cannot work on this machine. Without chromium (or playwright)
+the e2e tests skip and say why; with CI=true they fail instead, so a CI run cannot pass silently
+without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+    from vggt_core.local_space import LocalSpaceProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_CANDIDATES = ("chromium", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+EXPECT_TIMEOUT_MS = 10_000
+HEALTH_TIMEOUT_S = 60
+# The stand-in's model step: long enough for the live panel to show progress, short enough to
+# keep the suite fast. Tests that need a longer window set it for themselves and restore it.
+MODEL_DELAY_S = 1.0
+PROGRESS_STEPS = 4
+# The app's default preview budget (200,000 points) costs seconds of software WebGL per chart on
+# a 2-core machine; the preview is still a sample of a larger cloud (about 300,000 points).
+PREVIEW_POINTS = 30_000
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _find_chromium() -> str | None:
+    # E2E_CHROMIUM names another chromium build (a path or a command) instead of the defaults.
+    override = os.environ.get("E2E_CHROMIUM")
+    for candidate in (override,) if override else CHROMIUM_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def _missing_browser() -> str | None:
+    """Why the browser tests cannot run here, or None when they can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"playwright for Python cannot be imported ({exc}); `make test` installs it"
+    if _find_chromium() is None:
+        looked = os.environ.get("E2E_CHROMIUM") or "`chromium` on PATH and /usr/bin/chromium"
+        return (
+            f"chromium is not installed (looked for {looked}); "
+            "`make test` installs Debian's chromium with apt-get when run as root"
+        )
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's chromium; skips the e2e tests when it is missing (fails them when CI=true)."""
+    reason = _missing_browser()
+    if reason is not None:
+        if _in_ci():
+            pytest.fail(f"browser end-to-end tests cannot run: {reason} (CI=true: not skipping)")
+        pytest.skip(f"browser end-to-end tests skipped: {reason}")
+    path = _find_chromium()
+    assert path is not None
+    return path
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+# --- the servers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """tests/e2e/artifacts/: screenshots and server logs (git-ignored); a previous session's
+    failure reports are removed, so what is there belongs to this session."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in ARTIFACTS.glob("FAILED_*"):
+        stale.unlink(missing_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def stand_in(
+    chromium_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalSpaceProcess]:
+    """The local stand-in of the Space in a child process (runtime options via set_options)."""
+    from vggt_core.local_space import StandInOptions, spawn_local_space
+
+    handle = spawn_local_space(
+        StandInOptions(delay=MODEL_DELAY_S, progress_steps=PROGRESS_STEPS),
+        workdir=tmp_path_factory.mktemp("e2e_space"),
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def space(stand_in: LocalSpaceProcess) -> Iterator[LocalSpaceProcess]:
+    """The stand-in for one test; whatever the test changed (errors, delay) is reset after it."""
+    yield stand_in
+    stand_in.set_options(
+        error=None, fail_times=None, delay=MODEL_DELAY_S, progress_steps=PROGRESS_STEPS
+    )
+
+
+@dataclass(frozen=True)
+class AppServer:
+    """The app served by `streamlit run` against the stand-in, and the storage it writes."""
+
+    url: str
+    storage: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of what the server wrote."""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def _stop_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers, and reap the leader."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # anything the server left in its group
+
+
+def _wait_healthy(server: AppServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(
+                    f"streamlit exited with {server.process.returncode}:\n{server.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{server.url}/_stcore/health").text.strip() == "ok":
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(
+        f"streamlit did not answer /_stcore/health in {timeout} s:\n{server.log_tail()}"
+    )
+
+
+@pytest.fixture(scope="session")
+def app_server(
+    stand_in: LocalSpaceProcess, tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path
+) -> Iterator[AppServer]:
+    """`streamlit run app.py` on a free port, its backend the stand-in, its storage a temp dir."""
+    from vggt_core.local_space import free_port
+
+    work = tmp_path_factory.mktemp("e2e_app")
+    storage = work / "storage"
+    secrets = work / "secrets.toml"  # keeps a developer's .streamlit/secrets.toml out
+    secrets.write_text("# the e2e tests configure the app through the environment only\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VGGT_") and k != "HF_TOKEN"}
+    env |= {
+        "VGGT_BACKEND": stand_in.url,
+        "VGGT_STORAGE_DIR": str(storage),
+        "VGGT_PREVIEW_POINTS": str(PREVIEW_POINTS),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = artifacts_dir / "streamlit.log"
+    port = free_port()
+    argv = [sys.executable, "-m", "streamlit", "run", "app.py"]
+    argv += ["--server.headless", "true", "--server.port", str(port)]
+    argv += ["--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    # Other people may edit the sources while the suite runs: no reloads mid-journey.
+    argv += ["--server.fileWatcherType", "none", "--secrets.files", str(secrets)]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = AppServer(f"http://127.0.0.1:{port}", storage, process, log_path)
+    try:
+        _wait_healthy(server, HEALTH_TIMEOUT_S)
+        yield server
+    finally:
+        _stop_group(process)
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: str) -> Iterator[Browser]:
+    """Headless Debian chromium, driven by Playwright."""
+    from playwright.sync_api import expect, sync_playwright
+
+    # Playwright's 5 s default is short for a 2-core box that also runs the servers; every
+    # wait stays bounded, and the slow steps (first load, a run) name their own limits.
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(
+    request: pytest.FixtureRequest, browser: Browser, app_server: AppServer, artifacts_dir: Path
+) -> Iterator[Page]:
+    """A fresh browser context (its own Streamlit session); on failure a screenshot is saved."""
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True, timezone_id="UTC")
+    context.set_default_timeout(2 * EXPECT_TIMEOUT_MS)
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    try:
+        yield page
+        assert not page_errors, f"uncaught errors in the page: {page_errors}"
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=artifacts_dir / f"FAILED_{request.node.name}.png")
+            (artifacts_dir / f"FAILED_{request.node.name}.log").write_text(
+                f"{report.longreprtext}\n\npage errors: {page_errors}\n\n"
+                f"streamlit log:\n{app_server.log_tail()}\n"
+            )
+        context.close()
