@@ -848,3 +848,23 @@ def test_delete_removes_a_damaged_run(store):
     store.delete_run(run.run_id)
     assert store.run_ids() == []
     assert store.list_runs().broken == []
+
+
+def test_sweep_removes_old_leftovers_of_interrupted_creates_and_deletes_only(tmp_path):
+    store = RunStore(tmp_path)
+    kept = store.create_run()
+    trash = tmp_path / ".trash"
+    trash.mkdir()
+    old_deleted = trash / "run_1700000000000_abcdef.1234"
+    (old_deleted / "images").mkdir(parents=True)
+    old_create = store.runs_dir / ".tmp-run.0123456789abcdef"
+    old_create.mkdir()
+    fresh_create = store.runs_dir / ".tmp-run.fedcba9876543210"
+    fresh_create.mkdir()
+    for path in (old_deleted, old_create):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+
+    assert store.sweep() == 2
+    assert not old_deleted.exists() and not old_create.exists()
+    assert fresh_create.exists()  # a create still in progress elsewhere is left alone
+    assert store.run_ids() == [kept.run_id]

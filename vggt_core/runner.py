@@ -120,6 +120,7 @@ class RunExecutor:
 
     def recover(self) -> list[str]:
         """Apply the start-up rules: interrupted runs fail, submitted queued runs go again."""
+        self.store.sweep()
         resubmitted = []
         statuses = [*ACTIVE_STATUSES, RunStatus.queued]
         page = self.store.list_runs(status=statuses, limit=1_000_000)

@@ -311,6 +311,26 @@ class RunStore:
         claim.release()
         return False
 
+    def sweep(self, older_than_s: float = 3600.0) -> int:
+        """Remove what interrupted creates and deletes left behind (hidden, never listed)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        trash = self.root / ".trash"
+        leftovers = [
+            *(trash.iterdir() if trash.is_dir() and not trash.is_symlink() else ()),
+            *self.runs_dir.glob(f"{TMP_PREFIX}run.*"),
+        ]
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                # Old enough that no live create or delete (in any process) still owns it.
+                if path.lstat().st_mtime < cutoff:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+                    removed += 1
+        return removed
+
     def remove_temp_files(self, run_id: str) -> int:
         """Delete what interrupted writes left in a run (`.tmp-` names); return how many."""
         removed = 0
