@@ -22,9 +22,11 @@ from vggt_core import RunStatus, RunStore, VGGTSettings
 from vggt_core.glb import read_glb
 
 try:
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect
 except ImportError:  # the `page` fixture says why the tests cannot run (skip, or fail in CI)
     expect = None  # type: ignore[assignment]
+    PlaywrightError = Exception  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from conftest import AppServer
@@ -158,7 +160,15 @@ def expect_3d_rendered(chart: Locator, timeout: float = 20.0) -> None:
     expect(chart.locator("canvas").first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     deadline = time.monotonic() + timeout
     while True:
-        pixels = canvas_pixels(chart)
+        try:
+            pixels = canvas_pixels(chart)
+        except PlaywrightError as exc:
+            # A rerun (the live panel's last one) can replace the chart between locate and
+            # screenshot: take the new one on the next pass.
+            if "not attached" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            continue
         background = np.median(pixels.reshape(-1, 3), axis=0)
         drawn = float((np.abs(pixels - background).sum(axis=2) > 40).mean())
         spread = float(pixels.mean(axis=2).var())

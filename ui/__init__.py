@@ -1,0 +1,71 @@
+"""Shared widgets of the VGGT Studio pages (UI only: all logic lives in vggt_core)."""
+
+from __future__ import annotations
+
+from .app_context import (
+    AppContext,
+    context,
+    disk_usage,
+    display_backend,
+    require_entrypoint,
+)
+from .common import (
+    HISTORY_PAGE,
+    IMAGE_TYPES,
+    MODE_LABELS,
+    NEW_RUN_PAGE,
+    STATUS_STYLE,
+    flash,
+    fmt_bytes,
+    fmt_duration,
+    fmt_time,
+    md_escape,
+    show_flashes,
+)
+from .detail import (
+    run_detail,
+)
+from .images import (
+    review_uploads,
+    upload_thumbnails,
+)
+from .runs import (
+    finished_card,
+    live_runs,
+    polling_fragment,
+    remember_run,
+    session_runs,
+    start_run,
+)
+from .status import (
+    status_label,
+)
+
+__all__ = [
+    "HISTORY_PAGE",
+    "IMAGE_TYPES",
+    "MODE_LABELS",
+    "NEW_RUN_PAGE",
+    "STATUS_STYLE",
+    "AppContext",
+    "context",
+    "disk_usage",
+    "display_backend",
+    "finished_card",
+    "flash",
+    "fmt_bytes",
+    "fmt_duration",
+    "fmt_time",
+    "live_runs",
+    "md_escape",
+    "polling_fragment",
+    "remember_run",
+    "require_entrypoint",
+    "review_uploads",
+    "run_detail",
+    "session_runs",
+    "show_flashes",
+    "start_run",
+    "status_label",
+    "upload_thumbnails",
+]

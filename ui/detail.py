@@ -1,0 +1,194 @@
+"""One run's detail on the History page: header, tables, actions and the live refresh."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from vggt_core import (
+    RunNotFound,
+    RunStatus,
+    StorageError,
+    VGGTRun,
+    is_valid_run_id,
+)
+
+from .app_context import AppContext, context, display_backend
+from .common import MODE_LABELS, flash, fmt_duration, fmt_time, md_escape, upload_saving
+from .images import run_thumbnails
+from .preview import downloads, preview
+from .runs import polling_fragment, run_action
+from .status import progress_panel, status_badge, step_indicator
+
+if TYPE_CHECKING:
+    pass
+
+# --- one run's detail (History) -------------------------------------------------------------
+
+
+def valid_run_param(value: object) -> str | None:
+    """The `?run=` value when it has a run id's exact shape, else None."""
+    return value if isinstance(value, str) and is_valid_run_id(value) else None
+
+
+def settings_table(run: VGGTRun) -> None:
+    """The run's settings in words."""
+    s = run.settings
+    yes = {True: "yes", False: "no"}
+    rows = [
+        ("Confidence threshold", f"{s.conf_threshold:g} (percentile)"),
+        ("Prediction mode", MODE_LABELS[s.prediction_mode]),
+        ("Mask black background", yes[s.mask_black_bg]),
+        ("Mask white background", yes[s.mask_white_bg]),
+        ("Mask sky", yes[s.mask_sky]),
+        ("Show cameras", yes[s.show_cameras]),
+        ("Send model-sized images", yes[run.presize]),
+        ("Backend", display_backend(run.backend) if run.backend else "—"),
+    ]
+    st.markdown(
+        "\n".join(["| Setting | Value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]])
+    )
+
+
+def timings_table(run: VGGTRun) -> None:
+    """Requested, started, finished and duration."""
+    rows = [
+        ("Requested", fmt_time(run.requested_at)),
+        ("Started", fmt_time(run.started_at)),
+        ("Finished", fmt_time(run.finished_at)),
+        ("Duration", fmt_duration(run.duration_s)),
+    ]
+    st.markdown("\n".join(["| Time | |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]))
+
+
+def _delete_button(run_id: str, *, active: bool) -> None:
+    if st.button(
+        "Delete",
+        key=f"delete_{run_id}",
+        icon=":material/delete:",
+        disabled=active or st.session_state.get("vs_confirm_delete") == run_id,
+        help="Cancel the run first." if active else "Remove the run and all its files.",
+    ):
+        st.session_state["vs_confirm_delete"] = run_id
+        st.rerun()
+
+
+def _delete_confirmation(ctx: AppContext, run_id: str) -> None:
+    if st.session_state.get("vs_confirm_delete") != run_id:
+        return
+    with st.container(border=True):
+        st.warning(f"Delete run {run_id} with its images and results? This cannot be undone.")
+        with st.container(horizontal=True):
+            if st.button("Yes, delete it", key=f"delete_yes_{run_id}", type="primary"):
+                st.session_state.pop("vs_confirm_delete", None)
+                try:
+                    ctx.store.delete_run(run_id)
+                except StorageError as exc:
+                    flash(str(exc), "error")
+                else:
+                    flash(f"Deleted run {run_id}.", "success")
+                    if st.query_params.get("run") == run_id:
+                        del st.query_params["run"]
+                st.rerun()
+            if st.button("Keep it", key=f"delete_no_{run_id}"):
+                st.session_state.pop("vs_confirm_delete", None)
+                st.rerun()
+
+
+def _detail_live_body(run_id: str) -> str | None:
+    ctx = context()
+    try:
+        run = ctx.store.load(run_id)
+    except StorageError:
+        return None
+    _detail_head(ctx, run)
+    if run.is_active:
+        progress_panel(run, ctx.settings.max_concurrent_runs)
+        return run_id
+    step_indicator(run)
+    return None
+
+
+def _detail_head(ctx: AppContext, run: VGGTRun) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.subheader(f"Run `{run.run_id}`", anchor=False)
+        status_badge(run)
+    with st.container(horizontal=True):
+        if run.status in (RunStatus.failed, RunStatus.cancelled) and st.button(
+            "Retry", key=f"retry_{run.run_id}", icon=":material/replay:", type="primary"
+        ):
+            run_action(ctx.executor.retry, run.run_id, f"Started {run.run_id} again.")
+        if run.is_active and st.button(
+            "Cancel", key=f"cancel_{run.run_id}", icon=":material/stop:"
+        ):
+            run_action(ctx.executor.cancel, run.run_id, f"Cancelling {run.run_id}.")
+        if (
+            run.status == RunStatus.queued
+            and run.submitted_at is None
+            and st.button("Start", key=f"start_{run.run_id}", icon=":material/play_arrow:")
+        ):
+            run_action(ctx.executor.submit, run.run_id, f"Started {run.run_id}.")
+        _delete_button(run.run_id, active=run.is_active)
+        if st.button("Close", key=f"close_{run.run_id}", icon=":material/close:"):
+            close_detail()
+    _delete_confirmation(ctx, run.run_id)
+
+
+def close_detail() -> None:
+    """Forget the shown run and rerun."""
+    if "run" in st.query_params:
+        del st.query_params["run"]
+    st.session_state.pop("vs_confirm_delete", None)
+    st.rerun()
+
+
+def run_detail(ctx: AppContext, raw_id: object) -> None:
+    """Everything about one run; an id that is not a stored run says so and touches nothing."""
+    run_id = valid_run_param(raw_id)
+    if run_id is None:
+        st.error("No such run: the link does not name a run.", icon=":material/search_off:")
+        if st.button("Close", key="close_bad_run"):
+            close_detail()
+        return
+    try:
+        run = ctx.store.load(run_id)
+    except RunNotFound:
+        st.error(f"No such run: {run_id}.", icon=":material/search_off:")
+        if st.button("Close", key="close_bad_run"):
+            close_detail()
+        return
+    except StorageError as exc:
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.subheader(f"Run `{run_id}`", anchor=False)
+            status_badge(None, broken=True)
+        st.error(md_escape(f"This run cannot be read: {exc}"))
+        with st.container(horizontal=True):
+            _delete_button(run_id, active=False)
+            if st.button("Close", key=f"close_{run_id}", icon=":material/close:"):
+                close_detail()
+        _delete_confirmation(ctx, run_id)
+        return
+    polling_fragment("run_detail", _detail_live_body, run_id if run.is_active else None, run_id)
+    if run.error and run.status == RunStatus.failed:
+        st.error(md_escape(run.error), icon=":material/error:")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        if run.status == RunStatus.completed:
+            preview(ctx.store, run, ctx.settings.preview_points, key=f"detail_preview_{run_id}")
+        elif not run.is_active:
+            st.info("No 3D model: the run did not complete.")
+    with right:
+        if run.status == RunStatus.completed:
+            st.markdown("**Downloads**")
+            with st.container(horizontal=True):
+                downloads(ctx.store, run)
+        saving = upload_saving(run)
+        if saving:
+            st.markdown(f"**Upload** · {saving}")
+        st.markdown("**Settings**")
+        settings_table(run)
+        st.markdown("**Timings**")
+        timings_table(run)
+    with st.expander(f"Images ({len(run.images)})", expanded=not run.is_active):
+        run_thumbnails(ctx.store, run_id)

@@ -1,0 +1,136 @@
+"""Uploaded and stored images: checks before a run exists, and thumbnails."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import streamlit as st
+from PIL import Image, ImageOps
+
+from vggt_core import (
+    ImageRejected,
+    RunStore,
+    Settings,
+    StorageError,
+    check_image,
+)
+
+from .common import THUMB_PX, fmt_bytes, md_escape
+
+if TYPE_CHECKING:
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def _thumbnail(data: bytes) -> bytes | None:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a fraction
+            thumb = ImageOps.exif_transpose(image)
+            thumb.thumbnail((THUMB_PX, THUMB_PX))
+            out = io.BytesIO()
+            thumb.convert("RGB").save(out, format="JPEG", quality=80)
+            return out.getvalue()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _upload_thumbnail(file_id: str, _data: bytes) -> bytes | None:
+    # Keyed by the upload's id rather than its bytes: hashing every photo on each rerun is slow.
+    return _thumbnail(_data)
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _file_thumbnail(path: str, mtime_ns: int, size: int) -> bytes | None:
+    try:
+        return _thumbnail(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _check_upload(
+    file_id: str, name: str, _data: bytes, max_bytes: int, max_pixels: int
+) -> str | None:
+    try:
+        check_image(name, _data, max_bytes=max_bytes, max_pixels=max_pixels)
+    except ImageRejected as exc:
+        return exc.reason
+    return None
+
+
+@dataclass(frozen=True)
+class UploadReview:
+    """Uploaded files split into the ones that can be sent and per-file refusals."""
+
+    accepted: list[UploadedFile]
+    rejected: list[tuple[str, str]]
+
+
+def review_uploads(files: Sequence[UploadedFile], settings: Settings) -> UploadReview:
+    """Check each uploaded file as the store will; files past the per-run limit are refused."""
+    accepted: list[UploadedFile] = []
+    rejected: list[tuple[str, str]] = []
+    for f in files:
+        data = f.getvalue()
+        reason = _check_upload(
+            f.file_id, f.name, data, settings.max_image_bytes, settings.max_image_pixels
+        )
+        if reason is not None:
+            rejected.append((f.name, reason))
+        elif len(accepted) >= settings.max_images_per_run:
+            rejected.append(
+                (f.name, f"too many files: a run holds at most {settings.max_images_per_run}")
+            )
+        else:
+            accepted.append(f)
+    return UploadReview(accepted, rejected)
+
+
+def thumbnails(items: Iterable[tuple[bytes | None, str]]) -> None:
+    """Thumbnails with captions, flowing left to right."""
+    with st.container(horizontal=True, gap="small"):
+        for thumb, caption in items:
+            if thumb is None:
+                st.caption(f"🖼️ {caption} (no preview)", width=THUMB_PX)
+            else:
+                st.image(thumb, caption=caption, width=THUMB_PX - 32)
+
+
+def upload_thumbnails(files: Sequence[UploadedFile], limit: int = 48) -> None:
+    """Thumbnails of uploaded files with their names and sizes."""
+    thumbnails(
+        (_upload_thumbnail(f.file_id, f.getvalue()), f"{f.name} · {fmt_bytes(f.size)}")
+        for f in files[:limit]
+    )
+    if len(files) > limit:
+        st.caption(f"… and {len(files) - limit} more.")
+
+
+def run_thumbnails(store: RunStore, run_id: str, limit: int = 48) -> None:
+    """Thumbnails of a run's stored images, in model order."""
+    try:
+        paths = store.image_paths(run_id)
+    except StorageError as exc:
+        st.warning(md_escape(f"The images cannot be listed: {exc}"))
+        return
+    if not paths:
+        st.caption("No images are stored for this run.")
+        return
+    items = []
+    for path in paths[:limit]:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        thumb = _file_thumbnail(str(path), info.st_mtime_ns, info.st_size)
+        items.append((thumb, f"{path.name} · {fmt_bytes(info.st_size)}"))
+    thumbnails(items)
+    if len(paths) > limit:
+        st.caption(f"… and {len(paths) - limit} more.")

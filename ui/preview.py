@@ -1,0 +1,135 @@
+"""The 3D preview of a run's GLB and its downloads (GLB, predictions, PLY)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from vggt_core import (
+    RunStore,
+    StorageError,
+    VGGTRun,
+)
+from vggt_core.glb import GLBError, export_ply, preview_figure, read_glb
+
+from .common import md_escape
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+# --- 3D preview and downloads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A built preview figure and what it shows."""
+
+    figure: go.Figure
+    shown: int
+    total: int
+    cameras: int
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the 3D model…")
+def _preview_for(path: str, mtime_ns: int, size: int, budget: int) -> Preview:
+    # Keyed by mtime and size too, so a retried run's new GLB is never shown from the cache.
+    scene = read_glb(path)
+    figure = preview_figure(scene, budget=budget)
+    return Preview(figure, min(scene.point_count, budget), scene.point_count, len(scene.cameras))
+
+
+def preview(store: RunStore, run: VGGTRun, budget: int, *, key: str) -> None:
+    """The run's GLB as an interactive 3D plot of at most `budget` points, or why it cannot be."""
+    try:
+        path = store.artifact_path(run.run_id, "glb")
+        info = path.stat()
+        if path.is_symlink() or not path.is_file():
+            raise FileNotFoundError
+    except (FileNotFoundError, StorageError):
+        st.warning("This run has no 3D model file (scene.glb is missing).")
+        return
+    except OSError as exc:
+        st.warning(md_escape(f"The 3D model cannot be read: {exc.strerror}."))
+        return
+    try:
+        shown = _preview_for(str(path), info.st_mtime_ns, info.st_size, budget)
+    except GLBError as exc:
+        st.warning(md_escape(f"The 3D model cannot be shown: {exc}"))
+        return
+    except (MemoryError, OSError, ValueError) as exc:
+        st.warning(md_escape(f"The 3D model cannot be shown ({type(exc).__name__}: {exc})."))
+        return
+    st.plotly_chart(
+        shown.figure,
+        key=key,
+        theme=None,
+        height=560,
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    note = (
+        f"A sample of {shown.shown:,} of the {shown.total:,} points; downloads hold them all. "
+        if shown.shown < shown.total
+        else ""
+    )
+    st.caption(note + "Drag to orbit, scroll to zoom, double-click to reset the view.")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _glb_readable(path: str, mtime_ns: int, size: int) -> bool:
+    try:
+        read_glb(path)
+    except (GLBError, MemoryError):
+        return False
+    return True
+
+
+def _ply_bytes(glb_path: Path) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="vggt-ply-") as tmp:
+        target = Path(tmp) / "scene.ply"
+        export_ply(read_glb(glb_path), target)
+        return target.read_bytes()
+
+
+def downloads(store: RunStore, run: VGGTRun) -> None:
+    """Download buttons for the artifacts a run has; files are read only when clicked."""
+    rid = run.run_id
+    glb = store.artifact_path(rid, "glb")
+    if store.artifact_exists(rid, "glb"):
+        st.download_button(
+            "Download GLB",
+            data=glb.read_bytes,
+            file_name=f"{rid}.glb",
+            mime="model/gltf-binary",
+            key=f"dl_glb_{rid}",
+            icon=":material/download:",
+            on_click="ignore",
+            help="The reconstruction as the backend made it (points and camera cones).",
+        )
+    if store.artifact_exists(rid, "predictions"):
+        st.download_button(
+            "Download predictions.npz",
+            data=store.artifact_path(rid, "predictions").read_bytes,
+            file_name=f"{rid}_predictions.npz",
+            mime="application/octet-stream",
+            key=f"dl_npz_{rid}",
+            icon=":material/data_array:",
+            on_click="ignore",
+            help="The model's raw outputs: depth, confidence, world points, cameras.",
+        )
+    info = glb.stat() if store.artifact_exists(rid, "glb") else None
+    # A PLY is made from the GLB, so it is offered only when the GLB reads.
+    if info is not None and _glb_readable(str(glb), info.st_mtime_ns, info.st_size):
+        st.download_button(
+            "Download PLY",
+            data=lambda: _ply_bytes(glb),
+            file_name=f"{rid}.ply",
+            mime="application/octet-stream",
+            key=f"dl_ply_{rid}",
+            icon=":material/scatter_plot:",
+            on_click="ignore",
+            help="The points only, as a binary PLY for MeshLab, CloudCompare or Open3D.",
+        )

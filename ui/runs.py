@@ -1,0 +1,163 @@
+"""Runs started in this session: starting one, actions, and the panels that poll while active."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import streamlit as st
+
+from vggt_core import (
+    ImagesRejected,
+    RunNotFound,
+    RunStatus,
+    RunStore,
+    StorageError,
+    VGGTRun,
+    VGGTSettings,
+)
+
+from .app_context import AppContext, context
+from .common import (
+    HISTORY_PAGE,
+    POLL_SECONDS,
+    SESSION_RUNS,
+    flash,
+    fmt_duration,
+    fmt_time,
+    md_escape,
+    upload_saving,
+)
+from .preview import downloads, preview
+from .status import progress_panel, status_badge, step_indicator
+
+if TYPE_CHECKING:
+    pass
+
+# --- runs started in this session, and starting one -----------------------------------------
+
+
+def remember_run(run_id: str) -> None:
+    """Add a run to this session's list (ids only: the disk holds the runs)."""
+    ids = st.session_state.setdefault(SESSION_RUNS, [])
+    if run_id not in ids:
+        ids.insert(0, run_id)
+
+
+def session_runs(store: RunStore) -> list[VGGTRun]:
+    """The runs started in this session, newest first, re-read from disk; gone ones dropped."""
+    runs = []
+    for run_id in list(st.session_state.get(SESSION_RUNS, [])):
+        try:
+            runs.append(store.load(run_id))
+        except RunNotFound:
+            st.session_state[SESSION_RUNS].remove(run_id)
+        except StorageError as exc:
+            st.warning(md_escape(str(exc)))
+    return runs
+
+
+def start_run(
+    ctx: AppContext, settings: VGGTSettings, presize: bool, files: Sequence[tuple[str, bytes]]
+) -> VGGTRun | list[str]:
+    """Create, fill and submit a run; the problems as sentences when the images are refused."""
+    run = ctx.store.create_run(settings, backend=ctx.settings.backend, presize=presize)
+    try:
+        ctx.store.add_images(run.run_id, files)
+    except ImagesRejected as exc:
+        ctx.store.delete_run(run.run_id, force=True)  # an empty run is no use to anyone
+        return [str(p) for p in exc.problems]
+    except StorageError as exc:
+        ctx.store.delete_run(run.run_id, force=True)
+        return [str(exc)]
+    return ctx.executor.submit(run.run_id)
+
+
+def run_action(action: Callable[[str], object], run_id: str, done: str) -> None:
+    """Call an executor/store action, flash its outcome, and rerun the whole app."""
+    try:
+        action(run_id)
+    except StorageError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(done, "success")
+    st.rerun()
+
+
+# --- live panels (fragments that poll only while something is active) ----------------------
+
+
+def polling_fragment(
+    name: str, body: Callable[..., Hashable], expected: Hashable, *args: Any
+) -> None:
+    """Run `body` as a fragment that reruns every POLL_SECONDS while `expected` is truthy.
+
+    `expected` is what the caller saw just before (e.g. the ids of the active runs shown);
+    when `body` sees something else, the whole app reruns, so polling starts or stops and the
+    rest of the page catches up.
+    """
+
+    def fragment_body(*fragment_args: Any) -> None:
+        if body(*fragment_args) != expected:
+            st.rerun()
+
+    fragment_body.__qualname__ = f"polling_fragment.{name}"  # a stable, distinct fragment id
+    st.fragment(run_every=POLL_SECONDS if expected else None)(fragment_body)(*args)
+
+
+def _live_runs_body() -> tuple[str, ...]:
+    ctx = context()
+    active = [r for r in session_runs(ctx.store) if r.is_active]
+    for run in active:
+        with st.container(border=True):
+            run_header(run)
+            progress_panel(run, ctx.settings.max_concurrent_runs)
+            if st.button("Cancel", key=f"cancel_live_{run.run_id}", icon=":material/stop:"):
+                run_action(ctx.executor.cancel, run.run_id, f"Cancelling {run.run_id}.")
+    return tuple(r.run_id for r in active)
+
+
+def live_runs(active_ids: tuple[str, ...]) -> None:
+    """This session's active runs, refreshed every POLL_SECONDS until none is active."""
+    polling_fragment("session_runs", _live_runs_body, active_ids)
+
+
+def run_header(run: VGGTRun) -> None:
+    """The run id, its status badge and its image count on one line."""
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown(f"**`{run.run_id}`**")
+        status_badge(run)
+        st.caption(f"{len(run.images)} images · requested {fmt_time(run.requested_at)}")
+
+
+def finished_card(ctx: AppContext, run: VGGTRun, *, show_preview: bool) -> None:
+    """A finished (or never started) run of this session: its result or its error."""
+    with st.container(border=True):
+        run_header(run)
+        step_indicator(run)
+        if run.status == RunStatus.completed:
+            saving = upload_saving(run)
+            st.caption(
+                f"Finished in {fmt_duration(run.duration_s)}." + (f" {saving}" if saving else "")
+            )
+            if show_preview or st.toggle("Show 3D preview", key=f"show_{run.run_id}"):
+                preview(ctx.store, run, ctx.settings.preview_points, key=f"preview_{run.run_id}")
+            with st.container(horizontal=True):
+                downloads(ctx.store, run)
+                st.page_link(
+                    HISTORY_PAGE,
+                    label="Open in History",
+                    icon=":material/history:",
+                    query_params={"run": run.run_id},
+                )
+        elif run.status in (RunStatus.failed, RunStatus.cancelled):
+            if run.status == RunStatus.failed:
+                st.error(md_escape(run.error or "The run failed without a message."))
+            else:
+                st.info("This run was cancelled.")
+            if st.button("Retry", key=f"retry_{run.run_id}", icon=":material/replay:"):
+                run_action(ctx.executor.retry, run.run_id, f"Started {run.run_id} again.")
+        elif run.status == RunStatus.queued:
+            st.info("This run was created but never started.")
+            if st.button("Start", key=f"start_{run.run_id}", icon=":material/play_arrow:"):
+                run_action(ctx.executor.submit, run.run_id, f"Started {run.run_id}.")
