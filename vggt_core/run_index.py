@@ -7,9 +7,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .models import RunStatus
 
@@ -43,7 +44,9 @@ class RunIndex:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[int, int, RunSummary]] | None = None
         self._ids: tuple[tuple[bytes, int], float, list[str]] | None = None
-        self._fresh: tuple[tuple[bytes, int], float, list[str], dict[str, RunSummary]] | None = None
+        self._fresh: tuple[tuple[bytes, int], float, list[str], Mapping[str, RunSummary]] | None = (
+            None
+        )
 
     def bump(self) -> None:
         """Tell every RunIndex on this root, in any process, that a run changed."""
@@ -86,17 +89,20 @@ class RunIndex:
         except (OSError, ValueError, TypeError, AttributeError, RecursionError):
             return {}
 
-    def summaries(self, runs_dir: Path, run_ids: list[str]) -> dict[str, RunSummary]:
-        """The summary of each run id, re-reading only metadata files changed since last time."""
+    def summaries(self, runs_dir: Path, run_ids: list[str]) -> Mapping[str, RunSummary]:
+        """The summary of each run id, re-reading only metadata files changed since last time.
+
+        While nothing changed, the very same read-only mapping is returned (no copy of 10,000).
+        """
         signature = self._signature(runs_dir)
         with self._lock:
             if self._fresh is not None:
-                seen, at, ids, result = self._fresh
+                seen, at, ids, view = self._fresh
                 if seen == signature and ids == run_ids and time.monotonic() - at < RECHECK_S:
-                    return dict(result)
-            result = self._full_pass(runs_dir, run_ids)
-            self._fresh = (signature, time.monotonic(), list(run_ids), result)
-            return dict(result)
+                    return view
+            view = MappingProxyType(self._full_pass(runs_dir, run_ids))
+            self._fresh = (signature, time.monotonic(), list(run_ids), view)
+            return view
 
     def _full_pass(self, runs_dir: Path, run_ids: list[str]) -> dict[str, RunSummary]:
         if self._entries is None:

@@ -12,7 +12,7 @@ import shutil
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .config import Settings
 from .images import ImageRejected, check_image, is_plain_name, safe_image_name, unique_names
 from .models import RunStatus, VGGTRun, VGGTSettings
-from .run_index import RunIndex
+from .run_index import RunIndex, RunSummary
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -150,6 +150,7 @@ class RunStore:
         self._thread_locks: dict[str, threading.Lock] = {}
         self._thread_locks_guard = threading.Lock()
         self._index = RunIndex(self.root / ".index.json")
+        self._counts: tuple[Mapping[str, RunSummary], dict[str, int]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunStore:
@@ -477,10 +478,14 @@ class RunStore:
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""
         summaries = self._index.summaries(self.runs_dir, self.run_ids())
-        result = {s.value: 0 for s in RunStatus}
+        cached = self._counts
+        if cached is not None and cached[0] is summaries:
+            return dict(cached[1])  # the same view as last time: nothing changed since
+        result = dict.fromkeys((s.value for s in RunStatus), 0)
         for summary in summaries.values():
             result[summary.status] = result.get(summary.status, 0) + 1
-        return result
+        self._counts = (summaries, result)
+        return dict(result)
 
     def disk_usage(self) -> int:
         """Bytes used by all runs' files."""
