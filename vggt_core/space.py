@@ -183,7 +183,10 @@ def explain_error(exc: BaseException, *, backend: str, has_token: bool) -> Space
         return SpaceError(
             f"The backend {backend} stopped answering (timed out); retry later.", kind="timeout"
         )
-    if isinstance(exc, concurrent.futures.CancelledError | httpx.RemoteProtocolError):
+    # A server killed mid-run shows as a cancelled job, a broken stream or a reset connection.
+    if isinstance(
+        exc, concurrent.futures.CancelledError | httpx.RemoteProtocolError | httpx.NetworkError
+    ):
         return SpaceError(
             "The connection to the backend was lost during the run (it stopped or restarted); "
             "retry.",
