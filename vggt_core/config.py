@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings"]
@@ -17,39 +17,33 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    backend: str = Field("facebook/vggt", validation_alias=AliasChoices("VGGT_BACKEND"))
-    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN"))
-    storage_dir: Path = Field(Path("storage"), validation_alias=AliasChoices("VGGT_STORAGE_DIR"))
+    backend: str = Field("facebook/vggt", validation_alias="VGGT_BACKEND")
+    hf_token: SecretStr | None = Field(None, validation_alias="HF_TOKEN")
+    storage_dir: Path = Field(Path("storage"), validation_alias="VGGT_STORAGE_DIR")
     max_concurrent_runs: int = Field(
         2,
         ge=1,
         le=32,
-        validation_alias=AliasChoices("VGGT_MAX_CONCURRENT_RUNS"),
+        validation_alias="VGGT_MAX_CONCURRENT_RUNS",
     )
-    max_images_per_run: int = Field(200, ge=1, validation_alias=AliasChoices("VGGT_MAX_IMAGES"))
+    max_images_per_run: int = Field(200, ge=1, validation_alias="VGGT_MAX_IMAGES")
     max_image_bytes: int = Field(
         30 * 1024 * 1024,
         ge=1,
-        validation_alias=AliasChoices("VGGT_MAX_IMAGE_BYTES"),
+        validation_alias="VGGT_MAX_IMAGE_BYTES",
     )
     max_image_pixels: int = Field(
         100_000_000,
         ge=1,
-        validation_alias=AliasChoices("VGGT_MAX_IMAGE_PIXELS"),
+        validation_alias="VGGT_MAX_IMAGE_PIXELS",
     )
-    connect_timeout_s: float = Field(
-        15.0, gt=0, validation_alias=AliasChoices("VGGT_CONNECT_TIMEOUT")
-    )
+    connect_timeout_s: float = Field(15.0, gt=0, validation_alias="VGGT_CONNECT_TIMEOUT")
     # Longer than the 15 s heartbeat of a Gradio event stream, so only a frozen server trips it.
-    read_timeout_s: float = Field(60.0, gt=0, validation_alias=AliasChoices("VGGT_READ_TIMEOUT"))
-    job_timeout_s: float = Field(1800.0, gt=0, validation_alias=AliasChoices("VGGT_JOB_TIMEOUT"))
-    download_timeout_s: float = Field(
-        600.0, gt=0, validation_alias=AliasChoices("VGGT_DOWNLOAD_TIMEOUT")
-    )
-    presize: bool = Field(True, validation_alias=AliasChoices("VGGT_PRESIZE"))
-    preview_points: int = Field(
-        200_000, ge=1000, validation_alias=AliasChoices("VGGT_PREVIEW_POINTS")
-    )
+    read_timeout_s: float = Field(60.0, gt=0, validation_alias="VGGT_READ_TIMEOUT")
+    job_timeout_s: float = Field(1800.0, gt=0, validation_alias="VGGT_JOB_TIMEOUT")
+    download_timeout_s: float = Field(600.0, gt=0, validation_alias="VGGT_DOWNLOAD_TIMEOUT")
+    presize: bool = Field(True, validation_alias="VGGT_PRESIZE")
+    preview_points: int = Field(200_000, ge=1000, validation_alias="VGGT_PREVIEW_POINTS")
 
     @property
     def token(self) -> str | None:
@@ -72,7 +66,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """
     by_name: dict[str, str] = {}
     for name, info in Settings.model_fields.items():
-        variable = info.validation_alias.choices[0]  # type: ignore[union-attr]
+        variable = str(info.validation_alias)
         by_name[name] = by_name[variable] = variable
     picked = {
         by_name[key]: value
