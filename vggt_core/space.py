@@ -7,7 +7,6 @@ import contextlib
 import functools
 import os
 import re
-import secrets
 import ssl
 import time
 import zipfile
@@ -28,6 +27,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError, Status
 
 from .models import VGGTSettings
+from .storage import commit_file, temp_sibling
 
 __all__ = [
     "CheckReport",
@@ -508,7 +508,7 @@ class SpaceSession:
     ) -> int:
         """Stream a file to a temp name beside `dest`, check it, rename it into place; bytes."""
         label = "GLB" if kind == "glb" else "predictions.npz"
-        tmp = dest.with_name(f".tmp-{dest.name}.{secrets.token_hex(4)}")
+        tmp = temp_sibling(dest)
         deadline = time.monotonic() + self.space.download_timeout_s
         headers = dict(self.client.headers)
         try:
@@ -543,10 +543,8 @@ class SpaceSession:
                             kind="timeout",
                         )
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
             _check_file(tmp, kind)
-            tmp.replace(dest)
+            commit_file(tmp, dest)
             return size
         except SpaceError:
             raise

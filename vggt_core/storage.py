@@ -37,7 +37,9 @@ __all__ = [
     "RunStore",
     "StorageError",
     "atomic_write",
+    "commit_file",
     "is_valid_run_id",
+    "temp_sibling",
 ]
 
 RUN_ID_PATTERN = re.compile(r"run_[0-9]{13}_[a-z0-9]{6}")  # ASCII: \d takes any digit
@@ -95,19 +97,27 @@ def is_valid_run_id(run_id: object) -> bool:
     return isinstance(run_id, str) and RUN_ID_PATTERN.fullmatch(run_id) is not None
 
 
+def temp_sibling(path: Path) -> Path:
+    """A fresh hidden name beside `path` that listing, artifacts and recovery know as temporary."""
+    return path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """Make a fully written `tmp` durable and put it at `path` in one step."""
+    with tmp.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so a reader sees the old file or the whole new one, never half."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
+    tmp = temp_sibling(path)
     try:
-        with tmp.open("xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        tmp.write_bytes(data)
+        commit_file(tmp, path)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -409,26 +419,19 @@ class RunStore:
         if isinstance(source, bytes):
             atomic_write(target, source)
         elif source.parent.resolve() == target.parent:
-            with source.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(source, target)
-            _fsync_dir(target.parent)
+            commit_file(source, target)
         else:
-            tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{secrets.token_hex(4)}")
+            tmp = temp_sibling(target)
             try:
                 shutil.copyfile(source, tmp)
-                with tmp.open("rb+") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
+                commit_file(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(target.parent)
         return target
 
     def temp_path(self, run_id: str, kind: ArtifactKind) -> Path:
         """A fresh temporary name beside an artifact, never mistaken for the artifact itself."""
-        target = self.artifact_path(run_id, kind)
-        return target.with_name(f"{TMP_PREFIX}{target.name}.{secrets.token_hex(4)}")
+        return temp_sibling(self.artifact_path(run_id, kind))
 
     # --- listing -----------------------------------------------------------------------------
 
