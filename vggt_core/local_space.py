@@ -500,6 +500,35 @@ def glb_file_name(
 # ---------------------------------------------------------------------------------------------
 
 
+def _write_glb(
+    work: Path,
+    predictions: dict[str, np.ndarray],
+    conf_thres: float,
+    frame_filter: str,
+    mask_black_bg: bool,
+    mask_white_bg: bool,
+    show_cam: bool,
+    mask_sky: bool,
+    prediction_mode: str,
+) -> Path:
+    """Filter the predictions with these settings and export the GLB into `work`; its path."""
+    settings = (mask_black_bg, mask_white_bg, show_cam, mask_sky, prediction_mode)
+    glb_path = work / glb_file_name(conf_thres, frame_filter, *settings)
+    scene = predictions_to_glb(
+        predictions,
+        conf_thres=conf_thres,
+        filter_by_frames=frame_filter,
+        mask_black_bg=mask_black_bg,
+        mask_white_bg=mask_white_bg,
+        show_cam=show_cam,
+        mask_sky=mask_sky,
+        target_dir=work,
+        prediction_mode=prediction_mode,
+    )
+    scene.export(file_obj=str(glb_path))
+    return glb_path
+
+
 def extract_video_frames(video_path: str | Path, images_dir: Path) -> list[Path]:
     """One frame per second as 000000.png, 000001.png, … (Pillow-decodable animations only)."""
     message = (
@@ -774,19 +803,7 @@ class StandIn:
         if frame_filter is None:
             frame_filter = "All"
         settings = (mask_black_bg, mask_white_bg, show_cam, mask_sky, prediction_mode)
-        glb_path = work / glb_file_name(conf_thres, frame_filter, *settings)
-        scene = predictions_to_glb(
-            predictions,
-            conf_thres=conf_thres,
-            filter_by_frames=frame_filter,
-            mask_black_bg=mask_black_bg,
-            mask_white_bg=mask_white_bg,
-            show_cam=show_cam,
-            mask_sky=mask_sky,
-            target_dir=work,
-            prediction_mode=prediction_mode,
-        )
-        scene.export(file_obj=str(glb_path))
+        glb_path = _write_glb(work, predictions, conf_thres, frame_filter, *settings)
         log_msg = f"Reconstruction Success ({len(names)} frames). Waiting for visualization."
         dropdown = gr.Dropdown(choices=choices, value=frame_filter, interactive=True)
         outputs: tuple[Any, ...] = (str(glb_path), log_msg, dropdown)
@@ -834,21 +851,10 @@ class StandIn:
             )
         settings = (mask_black_bg, mask_white_bg, show_cam, mask_sky, prediction_mode)
         glb_path = work / glb_file_name(conf_thres, frame_filter, *settings)
-        if not glb_path.exists():
+        if not glb_path.exists():  # the demo reuses a GLB already made with these settings
             with np.load(predictions_path) as loaded:
                 predictions = {key: loaded[key] for key in loaded.files}
-            scene = predictions_to_glb(
-                predictions,
-                conf_thres=conf_thres,
-                filter_by_frames=frame_filter,
-                mask_black_bg=mask_black_bg,
-                mask_white_bg=mask_white_bg,
-                show_cam=show_cam,
-                mask_sky=mask_sky,
-                target_dir=work,
-                prediction_mode=prediction_mode,
-            )
-            scene.export(file_obj=str(glb_path))
+            _write_glb(work, predictions, conf_thres, frame_filter, *settings)
         return str(glb_path), "Updating Visualization"
 
 
