@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from vggt_core import space_from_settings
+from vggt_core import public_backend
 
 st.set_page_config(page_title="VGGT Studio", page_icon=":material/view_in_ar:", layout="wide")
 
@@ -23,7 +23,7 @@ with st.sidebar:
     st.caption("3D reconstruction with Meta's VGGT, served by a Hugging Face Space.")
 
     st.markdown("**Backend**")
-    backend = ui.display_backend(settings.backend)
+    backend = public_backend(settings.backend)
     st.code(backend, language=None, wrap_lines=True)
     if settings.token:
         st.caption(":material/key: HF token: set (sent to the backend, never shown).")
@@ -37,10 +37,8 @@ with st.sidebar:
     )
     if st.button("Check connection", icon=":material/network_check:", width="stretch"):
         with st.spinner(f"Asking {backend}…"):
-            report = space_from_settings(settings).check()
-        # The report names the backend as configured; show it as the sidebar does.
-        summary = report.summary.replace(settings.backend, backend)
-        checks[settings.backend] = (report.ok, summary, report.details)
+            report = ctx.service.check()
+        checks[settings.backend] = (report.ok, report.summary, report.details)
     if settings.backend in checks:
         ok, summary, details = checks[settings.backend]
         (st.success if ok else st.error)(summary, icon=":material/check:" if ok else None)
@@ -48,11 +46,11 @@ with st.sidebar:
             st.caption(f"• {line}")
 
     st.markdown("**Storage**")
-    st.code(str(ctx.store.root), language=None, wrap_lines=True)
-    run_count = len(ctx.store.run_ids())
+    st.code(str(ctx.service.storage_root), language=None, wrap_lines=True)
+    run_count = ctx.service.run_count()
     st.caption(
         f"{run_count} run{'s' if run_count != 1 else ''} · "
-        f"{ui.fmt_bytes(ui.disk_usage(ctx.store))} on disk · "
+        f"{ui.fmt_bytes(ui.disk_usage(ctx.service))} on disk · "
         f"up to {settings.max_concurrent_runs} at a time"
     )
 

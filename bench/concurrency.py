@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.common import Figure
 from bench.overhead import bare_run, new_run, product_executor, sample_files, stand_in, temp_dir
-from vggt_core import RunExecutor, RunStatus, RunStore
+from vggt_core import RunStatus, RunStore, StudioService
 from vggt_core.local_space import StandInOptions
 
 TARGET_PARALLEL = 1.3
@@ -22,11 +22,11 @@ IMAGES = 1
 IMAGE_SIZE = (160, 120)
 
 
-def batch_wall(store: RunStore, executor: RunExecutor, run_ids: list[str]) -> float:
+def batch_wall(store: RunStore, executor: StudioService, run_ids: list[str]) -> float:
     """Seconds from the first submit to the last of `run_ids` finished; all must complete."""
     start = time.perf_counter()
     for run_id in run_ids:
-        executor.submit(run_id)
+        executor.start(run_id)
     runs = [executor.wait(run_id, timeout=300) for run_id in run_ids]
     elapsed = time.perf_counter() - start
     failed = [
@@ -49,7 +49,7 @@ def measure(
         ids = [new_run(store, files) for _ in range(runs)]
         return single, batch_wall(store, executor, ids)
     finally:
-        executor.shutdown(wait=True, cancel_running=True)
+        executor.close()
 
 
 def bare_floor(url: str, paths: list[Path], work: Path, runs: int) -> tuple[float, float]:
@@ -74,7 +74,7 @@ def run(quick: bool) -> list[Figure]:
         try:  # one untimed run: imports, first connections
             batch_wall(store, executor, [new_run(store, files)])
         finally:
-            executor.shutdown(wait=True)
+            executor.close()
         single_n, wall_n = measure(space.url, work / "wide", files, runs, workers=runs)
         single_2, wall_2 = measure(space.url, work / "bounded", files, runs, BOUNDED_WORKERS)
         floor = None

@@ -15,7 +15,7 @@ import httpx
 from gradio_client import Client, handle_file
 
 from bench.common import Figure
-from vggt_core import RunExecutor, RunStatus, RunStore, VGGTSettings, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTSettings, load_settings
 from vggt_core.local_space import (
     LocalSpaceProcess,
     StandInOptions,
@@ -65,7 +65,7 @@ def sample_files(
     return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count, size)]
 
 
-def product_executor(root: Path, backend: str, workers: int) -> tuple[RunStore, RunExecutor]:
+def product_executor(root: Path, backend: str, workers: int) -> tuple[RunStore, StudioService]:
     """The store and executor the app builds from its settings, against `backend`."""
     settings = load_settings(
         {
@@ -75,7 +75,7 @@ def product_executor(root: Path, backend: str, workers: int) -> tuple[RunStore, 
         }
     )
     store = RunStore.from_settings(settings)
-    return store, RunExecutor(store, settings)
+    return store, StudioService(settings, store=store)
 
 
 def new_run(store: RunStore, files: list[tuple[str, bytes]]) -> str:
@@ -85,10 +85,10 @@ def new_run(store: RunStore, files: list[tuple[str, bytes]]) -> str:
     return run.run_id
 
 
-def product_run(store: RunStore, executor: RunExecutor, run_id: str) -> float:
+def product_run(store: RunStore, executor: StudioService, run_id: str) -> float:
     """Seconds from submit to the finished run on disk; raises if it did not complete."""
     start = time.perf_counter()
-    executor.submit(run_id)
+    executor.start(run_id)
     run = executor.wait(run_id, timeout=120)
     elapsed = time.perf_counter() - start
     if run.status is not RunStatus.completed:
@@ -143,7 +143,7 @@ def run(quick: bool) -> list[Figure]:
                 product.append(product_run(store, executor, run_id))
                 bare.append(bare_run(space.url, paths, work / f"bare_{i}.glb"))
         finally:
-            executor.shutdown(wait=True, cancel_running=True)
+            executor.close()
     ratio = statistics.median(product) / statistics.median(bare)
     label = f"{count} runs each, interleaved, {IMAGES} images {IMAGE_SIZE[0]}×{IMAGE_SIZE[1]}"
     return [

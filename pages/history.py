@@ -18,7 +18,7 @@ ctx = ui.context()
 st.title("History")
 ui.show_flashes()
 
-counts = ctx.store.counts()
+counts = ctx.service.counts()
 total_runs = sum(counts.values())
 
 
@@ -86,7 +86,7 @@ def _runs_table(
     statuses: str | None, query: str, page: int, pages: int, total: int
 ) -> tuple[str, ...]:
     offset = (page - 1) * PAGE_SIZE
-    listing = ctx.store.list_runs(statuses, query, limit=PAGE_SIZE, offset=offset)
+    listing = ctx.service.list_runs(statuses, query, limit=PAGE_SIZE, offset=offset)
     rows = _rows(listing)
     ids = [row["Run"] for row in rows]
     table_key = f"vs_table_{statuses}_{query}_{page}"
@@ -124,7 +124,7 @@ def _runs_table(
 
 
 statuses = None if status in (None, "all") else status
-total = ctx.store.list_runs(statuses, query, limit=0).total
+total = ctx.service.list_runs(statuses, query, limit=0).total
 if total == 0:
     if statuses is None and not query:
         st.info("No runs yet: start one on the New run page.")
@@ -137,7 +137,7 @@ else:
     page = 1
     if pages > 1:
         page = st.pagination(pages, key=f"vs_page_{statuses}_{query}", width="stretch")
-    first = ctx.store.list_runs(statuses, query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    first = ctx.service.list_runs(statuses, query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     with table_area:
         ui.polling_fragment(
             "history_table", _runs_table, _active_ids(first), statuses, query, page, pages, total

@@ -7,7 +7,7 @@ import math
 import streamlit as st
 
 import ui
-from vggt_core import RunStatus, VGGTRun, VGGTSettings
+from vggt_core import ImagesRejected, RunStatus, VGGTError, VGGTSettings
 
 HELP_PHOTOS = (
     "Photos of one scene from different viewpoints (2–50 work well; one also works). "
@@ -55,7 +55,7 @@ with left:
         )
         or []
     )
-    review = ui.review_uploads(files, ctx.settings)
+    review = ui.review_uploads(files, ctx.service)
     for name, reason in review.rejected:
         st.error(
             f"**{ui.md_escape(name)}** is refused: {ui.md_escape(reason)}.", icon=":material/block:"
@@ -108,20 +108,24 @@ if clicked and review.accepted:
         mask_sky=mask_sky,
         show_cameras=show_cams,
     )
-    with st.spinner("Storing the images…"):
-        outcome = ui.start_run(
-            ctx, settings, presize, [(f.name, f.getvalue()) for f in review.accepted]
-        )
-    if isinstance(outcome, VGGTRun):
-        ui.remember_run(outcome.run_id)
+    try:
+        with st.spinner("Storing the images…"):
+            run = ctx.service.submit(
+                settings, [(f.name, f.getvalue()) for f in review.accepted], presize=presize
+            )
+    except ImagesRejected as exc:
+        st.error("No run was created: the images were refused.")
+        for problem in exc.problems:
+            st.error(ui.md_escape(str(problem)), icon=":material/block:")
+    except VGGTError as exc:
+        st.error(ui.md_escape(f"No run was created: {exc}"), icon=":material/block:")
+    else:
+        ui.remember_run(run.run_id)
         st.session_state["vs_uploader_gen"] = generation + 1  # a fresh, empty uploader
-        ui.flash(f"Started run {outcome.run_id} with {len(outcome.images)} images.", "success")
+        ui.flash(f"Started run {run.run_id} with {len(run.images)} images.", "success")
         st.rerun()
-    st.error("No run was created: the images were refused.")
-    for problem in outcome:
-        st.error(ui.md_escape(problem), icon=":material/block:")
 
-runs = ui.session_runs(ctx.store)
+runs = ui.session_runs(ctx.service)
 if runs:
     st.divider()
     st.subheader("Runs started in this session", anchor=False)

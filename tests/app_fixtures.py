@@ -17,7 +17,7 @@ from helpers_images import jpeg_bytes, png_bytes
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from vggt_core import RunExecutor, RunStatus, RunStore, VGGTRun, VGGTSettings, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_settings
 from vggt_core.local_space import LocalSpace
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -67,11 +67,11 @@ def warm_server(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def side_executor(app_env: AppEnv) -> Iterator[RunExecutor]:
+def side_executor(app_env: AppEnv) -> Iterator[StudioService]:
     """A test-side executor on the app's storage, to prepare runs through the real pipeline."""
-    ex = RunExecutor(app_env.store, load_settings())
+    ex = StudioService(load_settings(), store=app_env.store)
     yield ex
-    ex.shutdown(wait=True, cancel_running=True)
+    ex.close()
 
 
 def open_page(page: str, **query: str) -> AppTest:
@@ -192,9 +192,9 @@ def store_images(store: RunStore, run_id: str, count: int = 3) -> None:
     store.add_images(run_id, [(n, data) for n, data, _ in upload_files(count)])
 
 
-def reconstructed_run(store: RunStore, executor: RunExecutor, **settings: Any) -> VGGTRun:
+def reconstructed_run(store: RunStore, executor: StudioService, **settings: Any) -> VGGTRun:
     """A run taken through the real pipeline against the stand-in; returned once finished."""
     run = store.create_run(VGGTSettings(**settings), backend=executor.config.backend)
     store_images(store, run.run_id)
-    executor.submit(run.run_id)
+    executor.start(run.run_id)
     return executor.wait(run.run_id, timeout=60)

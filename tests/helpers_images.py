@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -66,3 +68,11 @@ def zeros_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height)).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+LOCK_FILES = frozenset({".lock", ".worker"})
+
+
+def run_files(folder: Path) -> list[str]:
+    """A run folder's entries, sorted, without its lock files (which live and go with the run)."""
+    return sorted(name for name in os.listdir(folder) if name not in LOCK_FILES)

@@ -9,8 +9,8 @@ import pytest
 from helpers_images import jpeg_bytes
 from pydantic import SecretStr, ValidationError
 
+from vggt_core import ImagesRejected, StudioService
 from vggt_core.config import Settings, load_settings
-from vggt_core.storage import ImagesRejected, RunStore
 
 TOKEN = "hf_s3cr3tTOKENvalue1234567890"  # made up; asserted never to be shown
 
@@ -227,12 +227,12 @@ def test_max_concurrent_runs_bounds_are_accepted(monkeypatch):
     assert load_settings().max_concurrent_runs == 32
 
 
-def test_store_from_settings_uses_the_configured_root_and_limits(monkeypatch, tmp_path):
+def test_service_store_uses_the_configured_root_and_limits(monkeypatch, tmp_path):
     monkeypatch.setenv("VGGT_STORAGE_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("VGGT_MAX_IMAGES", "2")
     monkeypatch.setenv("VGGT_MAX_IMAGE_BYTES", "5000")
     monkeypatch.setenv("VGGT_MAX_IMAGE_PIXELS", "4000")
-    store = RunStore.from_settings(load_settings())
+    store = StudioService(load_settings(), workers=False).store
     assert store.root == (tmp_path / "data").resolve()
     assert (tmp_path / "data" / "runs").is_dir()
     assert (store.max_images, store.max_image_bytes, store.max_image_pixels) == (2, 5000, 4000)

@@ -16,22 +16,23 @@ from helpers_images import (
     jpeg_bytes,
     png_bytes,
     png_claiming,
+    run_files,
     zeros_png,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from vggt_core.errors import ImageRejected, ImagesRejected
+from vggt_core.errors import _display_name as display_name
 from vggt_core.images import (
     FORMAT_EXTENSIONS,
-    ImageRejected,
     check_image,
-    display_name,
     is_plain_name,
     safe_image_name,
     unique_names,
 )
-from vggt_core.storage import ImagesRejected, RunStore
+from vggt_core.storage import RunStore
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 50_000_000}
 EXTENSIONS = sorted(set(FORMAT_EXTENSIONS.values()))
@@ -465,7 +466,7 @@ def test_property_add_images_lands_every_name_inside_images(shared_store, names)
         assert path.is_file()
     assert sorted(os.listdir(images_dir)) == sorted(stored)
     assert [p.name for p in store.image_paths(run.run_id)] == sorted(stored)
-    assert sorted(os.listdir(store.run_dir(run.run_id))) == ["images", "metadata.json"]
+    assert run_files(store.run_dir(run.run_id)) == ["images", "metadata.json"]
 
 
 def test_only_printable_ascii_is_kept_for_an_ascii_alphabet():

@@ -296,6 +296,9 @@ def test_run_round_trips_through_json_with_camel_case_keys():
         "remote",
         "presize",
         "upload",
+        "attempt",
+        "attempts",
+        "cancelRequestedAt",
     }
     assert set(data["settings"]) == {
         "confThreshold",

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
+from helpers_images import run_files
 
-from vggt_core import RunExecutor, RunStatus, RunStore, VGGTRun, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, load_settings
 from vggt_core.local_space import (
     ZEROGPU_QUOTA_ERROR,
     LocalSpaceProcess,
@@ -44,7 +45,7 @@ class Rig:
 
     space: LocalSpaceProcess
     store: RunStore
-    executor: RunExecutor
+    executor: StudioService
     images: list[tuple[str, bytes]]
     upload_paths: list[Path]
     workdir: Path
@@ -58,6 +59,16 @@ class Rig:
         """A new stand-in after the old one was killed; the executor follows the new URL."""
         self.space.stop()
         self.space = spawn_local_space(OPTIONS, workdir=self.workdir / f"space_{time.time_ns()}")
+        self.executor.space = space_for_test(self.space.url)
+
+
+def space_for_test(url: str) -> VGGTSpace:
+    return VGGTSpace(
+        url,
+        connect_timeout_s=READ_TIMEOUT_S,
+        read_timeout_s=READ_TIMEOUT_S,
+        download_timeout_s=DOWNLOAD_TIMEOUT_S,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,25 +79,17 @@ def rig(tmp_path_factory) -> Iterator[Rig]:
     store = RunStore(top / "storage")
     holder: list[Rig] = []
 
-    def space_factory() -> VGGTSpace:
-        return VGGTSpace(
-            holder[0].space.url,
-            connect_timeout_s=READ_TIMEOUT_S,
-            read_timeout_s=READ_TIMEOUT_S,
-            download_timeout_s=DOWNLOAD_TIMEOUT_S,
-        )
-
     config = load_settings({"VGGT_BACKEND": space.url, "VGGT_MAX_CONCURRENT_RUNS": 1})
-    executor = RunExecutor(store, config, space_factory=space_factory)
+    executor = StudioService(config, store=store, space=space_for_test(space.url))
     images = [(p.name, p.read_bytes()) for p in paths]
     holder.append(Rig(space, store, executor, images, paths, top))
     try:
         warm = holder[0].new_run()
-        executor.submit(warm)
+        executor.start(warm)
         assert executor.wait(warm, timeout=60).status is RunStatus.completed
         yield holder[0]
     finally:
-        executor.shutdown(wait=True, cancel_running=True)
+        executor.close()
         holder[0].space.stop()
 
 
@@ -268,7 +271,7 @@ def test_fault_fails_plainly_leaves_nothing_and_the_executor_keeps_working(rig, 
     run_id = rig.new_run()
     with fault.inject(rig) as trigger:
         started = time.monotonic()
-        rig.executor.submit(run_id)
+        rig.executor.start(run_id)
         if callable(trigger):
             trigger(run_id)
         run = wait_status(rig.store, run_id, FINAL, timeout=60)
@@ -276,12 +279,12 @@ def test_fault_fails_plainly_leaves_nothing_and_the_executor_keeps_working(rig, 
     assert run.status is RunStatus.failed, run
     assert re.fullmatch(fault.message, run.error), run.error
     assert took < fault.within_s, f"{fault} took {took:.1f} s"
-    assert sorted(os.listdir(rig.store.run_dir(run_id))) == ["images", "metadata.json"]
+    assert run_files(rig.store.run_dir(run_id)) == ["images", "metadata.json"]
     assert not rig.store.artifact_exists(run_id, "glb")
     assert run.artifacts.glb is None
 
     later = rig.new_run()
-    rig.executor.submit(later)
+    rig.executor.start(later)
     done = rig.executor.wait(later, timeout=60)
     assert done.status is RunStatus.completed, done.error
     assert rig.executor.wait(run_id, timeout=5).status is RunStatus.failed

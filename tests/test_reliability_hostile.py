@@ -29,13 +29,17 @@ pytest.register_assert_rewrite("app_fixtures")
 from app_fixtures import HISTORY, open_page, texts  # noqa: E402
 
 from vggt_core import (  # noqa: E402
-    RunExecutor,
     RunStatus,
     RunStore,
+    StudioService,
     VGGTRun,
     VGGTSettings,
     describe_validation_error,
     load_settings,
+)
+from vggt_core.errors import (  # noqa: E402
+    ImagesRejected,
+    StorageError,
 )
 from vggt_core.glb import GLBError, read_glb  # noqa: E402
 from vggt_core.images import ImageRejected, check_image, is_plain_name  # noqa: E402
@@ -45,13 +49,11 @@ from vggt_core.local_space import (  # noqa: E402
     run_stand_in_model,
     write_sample_images,
 )
-from vggt_core.space import SpaceError  # noqa: E402
-from vggt_core.storage import ImagesRejected, StorageError  # noqa: E402
 
 pytest_plugins = ["app_fixtures"]
 
 TRIED: collections.Counter[str] = collections.Counter()
-CACHE_NAMES = {".index.json", ".changes", ".locks"}  # derived caches and lock files
+CACHE_NAMES = {".index.json", ".changes", ".lock", ".worker"}  # derived caches and lock files
 HYPOTHESIS = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -86,14 +88,11 @@ def tree(top: Path, *, skip: Path | None = None) -> dict[str, tuple]:
     return result
 
 
-def offline_executor(store: RunStore) -> RunExecutor:
+def offline_executor(store: RunStore) -> StudioService:
     """An executor whose backend is never reached (a run it takes fails at once)."""
 
-    def no_backend():
-        raise SpaceError("offline for this test", kind="unreachable")
-
-    config = load_settings({"VGGT_BACKEND": "http://127.0.0.1:9"})
-    return RunExecutor(store, config, space_factory=no_backend)
+    config = load_settings({"VGGT_BACKEND": "http://127.0.0.1:9", "VGGT_CONNECT_TIMEOUT": 2})
+    return StudioService(config, store=store)
 
 
 # --- uploads: names and bytes --------------------------------------------------------------------
@@ -258,12 +257,12 @@ def test_property_executor_refuses_any_run_id_it_does_not_hold(tmp_path_factory,
         for call in (executor.submit, executor.retry, executor.cancel, executor.wait):
             with pytest.raises(StorageError):
                 call(run_id)
-        assert executor.is_running(run_id) is False
+        assert executor.is_running_here(run_id) is False
         assert tree(top) == before
         assert threading.active_count() == threads  # no worker was started
         assert store.load(real).status is RunStatus.queued
     finally:
-        executor.shutdown()
+        executor.close()
 
 
 @pytest.mark.slow
@@ -410,7 +409,7 @@ def test_property_damaged_metadata_is_named_and_the_rest_still_list(three_runs, 
         try:
             executor.recover()  # start-up with a damaged run must not fail
         finally:
-            executor.shutdown(wait=True)
+            executor.close()
         assert fresh.load(ids[0]).status is RunStatus.queued
     finally:
         meta.write_bytes(original)
@@ -496,13 +495,13 @@ def test_planted_links_are_never_followed_by_a_run(local_space, tmp_path):
     TRIED["planted links"] += 4
 
     config = load_settings({"VGGT_BACKEND": local_space.url})
-    executor = RunExecutor(store, config)
+    executor = StudioService(config, store=store)
     try:
         assert not store.artifact_exists(run_id, "glb")
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=60)
     finally:
-        executor.shutdown(wait=True)
+        executor.close()
     assert run.status is RunStatus.completed, run.error
     upload = next(
         r for r in reversed(local_space.received) if r["endpoint"] == "/update_gallery_on_upload"
@@ -517,14 +516,14 @@ def test_planted_links_are_never_followed_by_a_run(local_space, tmp_path):
 
     store.update(run_id, interrupted)  # as if the app died while downloading
     (folder / ".tmp-scene.glb.again").symlink_to(outside / "secret.glb")
-    restarted = RunExecutor(RunStore(store.root), config)
+    restarted = StudioService(config, store=RunStore(store.root))
     try:
         restarted.recover()  # removes the leftovers: the links themselves, not their targets
         assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
         restarted.retry(run_id)
         assert restarted.wait(run_id, timeout=60).status is RunStatus.completed
     finally:
-        restarted.shutdown(wait=True, cancel_running=True)
+        restarted.close()
     store.delete_run(run_id)
     assert tree(outside) == before
     assert not folder.exists()

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers_images import run_files
 
-from vggt_core import RunExecutor, RunStatus, RunStore, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, load_settings
 from vggt_core.glb import read_glb
 from vggt_core.local_space import (
     LocalSpaceProcess,
@@ -132,7 +133,7 @@ def test_killed_in_each_step_is_interrupted_then_retry_completes(
     assert store.load(run_id).status.value == step  # the disk still says it was running
     backend.set_options(**HEALTHY)
 
-    executor = RunExecutor(store, load_settings({"VGGT_BACKEND": backend.url}))
+    executor = StudioService(load_settings({"VGGT_BACKEND": backend.url}), store=store)
     try:
         assert executor.recover() == [waiting]
         run = store.load(run_id)
@@ -145,11 +146,11 @@ def test_killed_in_each_step_is_interrupted_then_retry_completes(
         executor.retry(run_id)
         retried = executor.wait(run_id, timeout=60)
     finally:
-        executor.shutdown(wait=True, cancel_running=True)
+        executor.close()
     assert retried.status is RunStatus.completed, retried.error
     assert retried.error is None
     for done in (run_id, waiting):
-        assert sorted(os.listdir(store.run_dir(done))) == ["images", "metadata.json", "scene.glb"]
+        assert run_files(store.run_dir(done)) == ["images", "metadata.json", "scene.glb"]
         assert len(read_glb(store.artifact_path(done, "glb")).points) > 1000
     assert store.load(never_submitted).status is RunStatus.queued
 
@@ -165,7 +166,7 @@ def test_app_starting_beside_a_running_script_leaves_its_run_alone(backend, imag
     script = start_app(storage, backend.url, [run_id])
     try:
         wait_until(lambda: mid_processing(store, run_id, backend, 0), what="processing")
-        app = RunExecutor(RunStore(storage), load_settings({"VGGT_BACKEND": backend.url}))
+        app = StudioService(load_settings({"VGGT_BACKEND": backend.url}), store=RunStore(storage))
         try:
             assert app.recover() == []
             assert store.load(run_id).status is RunStatus.processing
@@ -175,11 +176,11 @@ def test_app_starting_beside_a_running_script_leaves_its_run_alone(backend, imag
                 what="the script to finish the run",
             )
         finally:
-            app.shutdown()
+            app.close()
     finally:
         script.kill()
         script.wait(10)
         backend.set_options(**HEALTHY)
     run = store.load(run_id)
     assert run.error is None and run.artifacts.glb == "scene.glb"
-    assert sorted(os.listdir(store.run_dir(run_id))) == ["images", "metadata.json", "scene.glb"]
+    assert run_files(store.run_dir(run_id)) == ["images", "metadata.json", "scene.glb"]

@@ -26,7 +26,7 @@ from app_fixtures import (  # noqa: E402
     upload_files,
 )
 
-from vggt_core import RunExecutor, RunStatus, RunStore, load_settings  # noqa: E402
+from vggt_core import RunStatus, RunStore, StudioService, load_settings  # noqa: E402
 from vggt_core.local_space import ZEROGPU_QUOTA_ERROR, free_port  # noqa: E402
 
 pytest_plugins = ["app_fixtures"]
@@ -74,7 +74,7 @@ def test_runs_that_succeed_and_fail_write_the_token_nowhere(
     store = RunStore(tmp_path / "storage")
     images = [(n, d) for n, d, _ in upload_files(2)]
     since = len(local_space.received)
-    executor = RunExecutor(store, config)
+    executor = StudioService(config, store=store)
     runs = {}
     try:
         for case, options in [
@@ -86,30 +86,30 @@ def test_runs_that_succeed_and_fail_write_the_token_nowhere(
             run_id = store.create_run(backend=config.backend).run_id
             store.add_images(run_id, images)
             with local_space.override(**options):
-                executor.submit(run_id)
+                executor.start(run_id)
                 runs[case] = executor.wait(run_id, timeout=60)
         assert "quota for your account" in runs["quota"].error  # the token was seen as set
-        report = executor._space_factory().check()
+        report = executor.space.check()
         assert report.ok
     finally:
-        executor.shutdown(wait=True)
+        executor.close()
 
     unreachable = load_settings({"VGGT_BACKEND": f"http://127.0.0.1:{free_port()}"})
-    offline = RunExecutor(store, unreachable)
+    offline = StudioService(unreachable, store=store)
     try:
         run_id = store.create_run().run_id
         store.add_images(run_id, images)
-        offline.submit(run_id)
+        offline.start(run_id)
         runs["unreachable"] = offline.wait(run_id, timeout=60)
     finally:
-        offline.shutdown(wait=True)
+        offline.close()
 
     assert runs["ok"].status is RunStatus.completed, runs["ok"].error
     assert all(r.status is RunStatus.failed for k, r in runs.items() if k != "ok")
     assert received_token(local_space, since) == {hashlib.sha256(TOKEN.encode()).hexdigest()}
     assert leaks_in_tree(store.root) == []
     assert leaks_in_text(json.dumps([r.to_json_dict() for r in runs.values()])) == []
-    assert leaks_in_text(repr(config) + str(config) + repr(executor._space_factory())) == []
+    assert leaks_in_text(repr(config) + str(config) + repr(executor.space)) == []
     assert debug_logs.records, "nothing was logged: the log check would prove nothing"
     assert leaks_in_text(debug_logs.text) == []
     assert leaks_in_text(" ".join(str(r.__dict__) for r in debug_logs.records)) == []

@@ -16,7 +16,7 @@ import pytest
 import trimesh
 from helpers_images import jpeg_bytes
 
-from vggt_core import RunExecutor, RunStatus, RunStore, VGGTRun, VGGTSettings, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_settings
 from vggt_core.local_space import (
     LocalSpace,
     StandInOptions,
@@ -58,21 +58,21 @@ def sample_images(tmp_path_factory) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
 
 
-def make_executor(root: Path, backend: str, **config) -> tuple[RecordingStore, RunExecutor]:
+def make_executor(root: Path, backend: str, **config) -> tuple[RecordingStore, StudioService]:
     settings = load_settings({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
     store = RecordingStore(root)
-    return store, RunExecutor(store, settings)
+    return store, StudioService(settings, store=store)
 
 
 @contextlib.contextmanager
 def executor_for(
     root: Path, backend: str, **config
-) -> Iterator[tuple[RecordingStore, RunExecutor]]:
+) -> Iterator[tuple[RecordingStore, StudioService]]:
     store, executor = make_executor(root, backend, **config)
     try:
         yield store, executor
     finally:
-        executor.shutdown(wait=True, cancel_running=True)
+        executor.close()
 
 
 def new_run(store: RunStore, images, settings: VGGTSettings | None = None) -> str:
@@ -102,7 +102,7 @@ def test_success_records_every_step_and_sends_every_setting(space, sample_images
     )
     with executor_for(tmp_path, space.url) as (store, executor):
         run_id = new_run(store, sample_images, settings)
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=60)
 
     assert run.status is RunStatus.completed, run.error
@@ -143,7 +143,7 @@ def test_success_records_every_step_and_sends_every_setting(space, sample_images
 def test_without_cameras_the_glb_has_no_cones(space, sample_images, tmp_path):
     with executor_for(tmp_path, space.url) as (store, executor):
         run_id = new_run(store, sample_images, VGGTSettings(show_cameras=False))
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=60)
     assert run.status is RunStatus.completed, run.error
     scene = trimesh.load(store.artifact_path(run_id, "glb"), file_type="glb")
@@ -164,7 +164,7 @@ def test_server_errors_become_plain_messages(space, sample_images, tmp_path, err
         executor_for(tmp_path, space.url) as (store, executor),
     ):
         run_id = new_run(store, sample_images)
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=60)
     assert run.status is RunStatus.failed
     assert expected in run.error
@@ -178,7 +178,7 @@ def test_retry_after_a_failure_completes(space, sample_images, tmp_path):
         executor_for(tmp_path, space.url) as (store, executor),
     ):
         run_id = new_run(store, sample_images)
-        executor.submit(run_id)
+        executor.start(run_id)
         assert executor.wait(run_id, timeout=60).status is RunStatus.failed
         executor.retry(run_id)
         run = executor.wait(run_id, timeout=60)
@@ -190,7 +190,7 @@ def test_unreachable_backend(sample_images, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     with executor_for(tmp_path, url, VGGT_CONNECT_TIMEOUT=2) as (store, executor):
         run_id = new_run(store, sample_images)
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=30)
     assert run.status is RunStatus.failed
     assert run.error.startswith(f"Cannot reach the backend {url}")
@@ -208,7 +208,7 @@ def test_backend_without_the_vggt_api(sample_images, tmp_path):
         assert "The endpoint /update_gallery_on_upload is missing." in report.details
         with executor_for(tmp_path, url) as (store, executor):
             run_id = new_run(store, sample_images)
-            executor.submit(run_id)
+            executor.start(run_id)
             run = executor.wait(run_id, timeout=30)
         assert run.status is RunStatus.failed
         assert "does not serve the VGGT API" in run.error and "/gradio_demo" in run.error
@@ -230,7 +230,7 @@ def test_queue_full(sample_images, tmp_path):
     ):
         ids = [new_run(store, sample_images) for _ in range(3)]
         for run_id in ids:
-            executor.submit(run_id)
+            executor.start(run_id)
         runs = [executor.wait(run_id, timeout=60) for run_id in ids]
     failed = [r for r in runs if r.status is RunStatus.failed]
     assert failed, [r.status for r in runs]
@@ -244,7 +244,7 @@ def test_predictions_are_stored_when_the_backend_offers_them(sample_images, tmp_
         executor_for(tmp_path, server.url) as (store, executor),
     ):
         run_id = new_run(store, sample_images)
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=60)
     assert run.status is RunStatus.completed, run.error
     assert run.artifacts.predictions == "predictions.npz"
@@ -259,7 +259,7 @@ def test_cancel_a_processing_run(sample_images, tmp_path):
         executor_for(tmp_path, server.url) as (store, executor),
     ):
         run_id = new_run(store, sample_images)
-        executor.submit(run_id)
+        executor.start(run_id)
         wait_for(store, run_id, {RunStatus.processing})
         started = time.monotonic()
         executor.cancel(run_id)
@@ -276,8 +276,8 @@ def test_cancel_a_waiting_run_never_reaches_the_backend(sample_images, tmp_path)
         executor_for(tmp_path, server.url, VGGT_MAX_CONCURRENT_RUNS=1) as (store, executor),
     ):
         first, second = new_run(store, sample_images), new_run(store, sample_images)
-        executor.submit(first)
-        executor.submit(second)
+        executor.start(first)
+        executor.start(second)
         wait_for(store, first, {RunStatus.processing})
         assert store.load(second).status is RunStatus.queued
         executor.cancel(second)
@@ -296,7 +296,7 @@ def test_four_runs_with_four_workers_run_at_the_same_time(sample_images, tmp_pat
     ):
         ids = [new_run(store, sample_images) for _ in range(4)]
         for run_id in ids:
-            executor.submit(run_id)
+            executor.start(run_id)
         runs = [executor.wait(run_id, timeout=90) for run_id in ids]
     assert all(r.status is RunStatus.completed for r in runs), [r.error for r in runs]
     # Every run was processing while every other one was: they overlapped, none waited.
@@ -313,7 +313,7 @@ def test_server_killed_mid_run(sample_images, tmp_path):
         executor_for(tmp_path, server.url) as (store, executor),
     ):
         run_id = new_run(store, sample_images)
-        executor.submit(run_id)
+        executor.start(run_id)
         run = executor.wait(run_id, timeout=40)
     assert run.status is RunStatus.failed
     assert "connection to the backend was lost" in run.error or "stopped answering" in run.error
@@ -324,7 +324,7 @@ def test_frozen_server_times_out(sample_images, tmp_path):
         try:
             with executor_for(tmp_path, server.url, VGGT_READ_TIMEOUT=3) as (store, executor):
                 run_id = new_run(store, sample_images)
-                executor.submit(run_id)
+                executor.start(run_id)
                 wait_for(store, run_id, {RunStatus.processing})
                 os.killpg(server.pid, signal.SIGSTOP)
                 started = time.monotonic()
@@ -359,7 +359,7 @@ def test_recover_applies_the_start_up_rules(space, sample_images, tmp_path):
         assert executor.retry(ids["processing"]).status is RunStatus.queued
         assert executor.wait(ids["processing"], timeout=60).status is RunStatus.completed
     finally:
-        executor.shutdown()
+        executor.close()
 
 
 @pytest.mark.parametrize("presize", [True, False])
@@ -368,7 +368,7 @@ def test_the_runner_sends_model_sized_images_when_asked(space, tmp_path, presize
     with executor_for(tmp_path, space.url) as (store, executor):
         run = store.create_run(VGGTSettings(), presize=presize)
         store.add_images(run.run_id, photos)
-        executor.submit(run.run_id)
+        executor.start(run.run_id)
         run = executor.wait(run.run_id, timeout=60)
     assert run.status is RunStatus.completed, run.error
 

@@ -9,7 +9,7 @@ import pytest
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
-from vggt_core.space import explain_error
+from vggt_core.errors import explain_error
 
 BACKEND = "http://127.0.0.1:7860"
 

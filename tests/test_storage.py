@@ -14,20 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers_images import jpeg_bytes, png_bytes, png_claiming
+from helpers_images import jpeg_bytes, png_bytes, png_claiming, run_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vggt_core._atomic import temp_sibling
+from vggt_core.errors import ImagesRejected, InvalidRunId, RunBusy, RunNotFound, StorageError
 from vggt_core.models import RunStatus, VGGTRun, VGGTSettings, utc_now
-from vggt_core.storage import (
-    ImagesRejected,
-    InvalidRunId,
-    RunBusy,
-    RunNotFound,
-    RunStore,
-    StorageError,
-    is_valid_run_id,
-)
+from vggt_core.storage import RunStore, is_valid_run_id
 
 JPEG = jpeg_bytes()
 PNG = png_bytes()
@@ -87,7 +81,7 @@ def test_create_run_lays_out_folder_images_and_metadata(store):
     assert ID_SHAPE.fullmatch(run.run_id)
     folder = store.root / "runs" / run.run_id
     assert folder.is_dir()
-    assert sorted(os.listdir(folder)) == ["images", "metadata.json"]
+    assert run_files(folder) == ["images", "metadata.json"]
     assert os.listdir(folder / "images") == []
     data = json.loads((folder / "metadata.json").read_text())
     assert data["runId"] == run.run_id
@@ -119,7 +113,7 @@ def test_add_images_writes_files_and_sorted_names(store):
     assert first == ["b.jpg", "a.png"]
     second = store.add_images(run.run_id, [("c.jpg", JPEG), ("a.png", PNG)])
     assert second == ["c.jpg", "a_2.png"]
-    assert sorted(os.listdir(folder)) == ["images", "metadata.json"]
+    assert run_files(folder) == ["images", "metadata.json"]
     assert sorted(os.listdir(folder / "images")) == ["a.png", "a_2.png", "b.jpg", "c.jpg"]
     assert (folder / "images" / "b.jpg").read_bytes() == JPEG
     assert (folder / "images" / "a_2.png").read_bytes() == PNG
@@ -141,7 +135,7 @@ def test_save_artifact_from_bytes(store):
     assert (folder / "predictions.npz").read_bytes() == b"npz"
     assert store.artifact_exists(run.run_id, "glb")
     assert store.artifact_exists(run.run_id, "predictions")
-    assert sorted(os.listdir(folder)) == [
+    assert run_files(folder) == [
         "images",
         "metadata.json",
         "predictions.npz",
@@ -157,12 +151,12 @@ def test_save_artifact_copies_a_file_from_elsewhere(store, tmp_path):
     path = store.save_artifact(run.run_id, "glb", source)
     assert path.read_bytes() == b"G" * 100_000
     assert source.read_bytes() == b"G" * 100_000
-    assert sorted(os.listdir(store.run_dir(run.run_id))) == ["images", "metadata.json", "scene.glb"]
+    assert run_files(store.run_dir(run.run_id)) == ["images", "metadata.json", "scene.glb"]
 
 
 def test_save_artifact_moves_a_temp_file_of_the_run(store):
     run = store.create_run()
-    temp = store.temp_path(run.run_id, "glb")
+    temp = temp_sibling(store.artifact_path(run.run_id, "glb"))
     assert temp.parent == store.run_dir(run.run_id)
     assert temp.name != "scene.glb"
     temp.write_bytes(b"streamed")
@@ -170,7 +164,7 @@ def test_save_artifact_moves_a_temp_file_of_the_run(store):
     path = store.save_artifact(run.run_id, "glb", temp)
     assert path.read_bytes() == b"streamed"
     assert not temp.exists()
-    assert sorted(os.listdir(store.run_dir(run.run_id))) == ["images", "metadata.json", "scene.glb"]
+    assert run_files(store.run_dir(run.run_id)) == ["images", "metadata.json", "scene.glb"]
 
 
 def test_save_artifact_refuses_unknown_kind_and_missing_run(store, tmp_path):
@@ -245,7 +239,7 @@ def test_update_that_fails_changes_nothing(store):
         store.update(run.run_id, lambda r: r.model_copy(update={"run_id": VALID_BUT_ABSENT}))
     assert meta.read_bytes() == before
     assert not store.runs_dir.joinpath(VALID_BUT_ABSENT).exists()
-    assert sorted(os.listdir(meta.parent)) == ["images", "metadata.json"]
+    assert run_files(meta.parent) == ["images", "metadata.json"]
 
 
 def test_update_keeps_unknown_keys(store):
@@ -285,7 +279,7 @@ def test_concurrent_threads_lose_no_update(tmp_path):
         thread.join(timeout=120)
     assert errors == []
     assert shared.load(run.run_id).model_extra["counter"] == threads_n * per_thread
-    assert sorted(os.listdir(shared.run_dir(run.run_id))) == ["images", "metadata.json"]
+    assert run_files(shared.run_dir(run.run_id)) == ["images", "metadata.json"]
 
 
 def _bump_from_process(root: str, run_id: str, times: int, barrier) -> None:
@@ -462,7 +456,6 @@ def _methods(store: RunStore, run_id, source: Path) -> dict[str, Callable[[], ob
         "artifact_exists": lambda: store.artifact_exists(run_id, "predictions"),
         "save_artifact_bytes": lambda: store.save_artifact(run_id, "glb", b"glb"),
         "save_artifact_file": lambda: store.save_artifact(run_id, "glb", source),
-        "temp_path": lambda: store.temp_path(run_id, "glb"),
         "lock": hold_lock,
     }
 

@@ -6,7 +6,6 @@ from .app_context import (
     AppContext,
     context,
     disk_usage,
-    display_backend,
     require_entrypoint,
 )
 from .common import (
@@ -35,7 +34,6 @@ from .runs import (
     polling_fragment,
     remember_run,
     session_runs,
-    start_run,
 )
 from .status import (
     status_label,
@@ -50,7 +48,6 @@ __all__ = [
     "AppContext",
     "context",
     "disk_usage",
-    "display_backend",
     "finished_card",
     "flash",
     "fmt_bytes",
@@ -65,7 +62,6 @@ __all__ = [
     "run_detail",
     "session_runs",
     "show_flashes",
-    "start_run",
     "status_label",
     "upload_thumbnails",
 ]

@@ -1,28 +1,20 @@
-"""The app's configuration and process-wide objects: settings, store, executor, entry point."""
+"""The app's configuration, its one process-wide service, and the entry-point guard."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import streamlit as st
 from pydantic import ValidationError
 
-from vggt_core import (
-    RunExecutor,
-    RunStore,
-    Settings,
-    load_settings,
-)
+from vggt_core import Settings, StorageError, StudioService, load_settings
 
 from .common import md_escape
-
-if TYPE_CHECKING:
-    pass
 
 # --- entry point ----------------------------------------------------------------------------
 
@@ -41,16 +33,15 @@ def require_entrypoint() -> None:
         st.rerun()
 
 
-# --- configuration and the shared objects --------------------------------------------------
+# --- configuration and the shared service -------------------------------------------------
 
 
 @dataclass(frozen=True)
 class AppContext:
-    """The settings of this run of the script and the process-wide store and executor."""
+    """The settings of this run of the script and the process-wide service."""
 
     settings: Settings
-    store: RunStore
-    executor: RunExecutor
+    service: StudioService
 
 
 def secrets_overrides() -> dict[str, Any]:
@@ -68,31 +59,33 @@ def _settings_key(settings: Settings) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _store_for(root: str, max_images: int, max_bytes: int, max_pixels: int) -> RunStore:
-    return RunStore(
-        root, max_images=max_images, max_image_bytes=max_bytes, max_image_pixels=max_pixels
-    )
+def _services() -> dict[str, tuple[str, StudioService]]:
+    return {}
 
 
-@st.cache_resource(show_spinner=False)
-def _recovered_roots() -> set[str]:
-    return set()
+_services_lock = threading.Lock()
 
 
-@st.cache_resource(show_spinner=False)
-def _executor_for(key: str, _store: RunStore, _settings: Settings) -> RunExecutor:
-    executor = RunExecutor(_store, _settings)
-    recovered = _recovered_roots()
-    # Once per storage folder and process: an executor made later (the secrets changed) must not
-    # mark the runs an earlier one is still working on as interrupted.
-    if str(_store.root) not in recovered:
-        recovered.add(str(_store.root))
-        executor.recover()
-    return executor
+def _service_for(settings: Settings) -> StudioService:
+    """One service per storage folder and process; new settings replace it gracefully."""
+    root = str(Path(settings.storage_dir).resolve())
+    key = _settings_key(settings)
+    with _services_lock:
+        services = _services()
+        current = services.get(root)
+        if current is not None and current[0] == key:
+            return current[1]
+        service = StudioService(settings)
+        if current is not None:
+            # Its running runs finish; its waiting ones are taken over through the disk.
+            current[1].close(interrupt=False)
+        services[root] = (key, service)
+    service.recover()
+    return service
 
 
 def context() -> AppContext:
-    """Settings (secrets over environment over defaults) and the cached store and executor."""
+    """Settings (secrets over environment over defaults) and the process-wide service."""
     try:
         settings = load_settings(secrets_overrides())
     except ValidationError as exc:
@@ -102,38 +95,19 @@ def context() -> AppContext:
         st.error(f"The configuration is not valid: {problems}.", icon=":material/settings:")
         st.stop()
     try:
-        store = _store_for(
-            str(Path(settings.storage_dir).resolve()),
-            settings.max_images_per_run,
-            settings.max_image_bytes,
-            settings.max_image_pixels,
-        )
-    except OSError as exc:
-        st.error(
-            md_escape(f"The storage folder {settings.storage_dir} cannot be used: {exc.strerror}.")
-        )
+        service = _service_for(settings)
+    except StorageError as exc:
+        st.error(md_escape(f"The storage folder {settings.storage_dir} cannot be used: {exc}"))
         st.stop()
-    executor = _executor_for(_settings_key(settings), store, settings)
-    return AppContext(settings, store, executor)
+    return AppContext(settings, service)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def _disk_usage(root: str, counts: tuple[tuple[str, int], ...], _store: RunStore) -> int:
-    return _store.disk_usage()
+def _disk_usage(root: str, counts: tuple[tuple[str, int], ...], _service: StudioService) -> int:
+    return _service.disk_usage()
 
 
-def disk_usage(store: RunStore) -> int:
+def disk_usage(service: StudioService) -> int:
     """Bytes the runs use, re-counted at most every 10 s (walking every file is not free),
     and at once when a run is added, deleted or changes status (e.g. its model arrived)."""
-    return _disk_usage(str(store.root), tuple(sorted(store.counts().items())), store)
-
-
-def display_backend(backend: str) -> str:
-    """The backend as it may be shown: a URL loses any user:password part."""
-    if "://" not in backend:
-        return backend
-    parts = urlsplit(backend)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return _disk_usage(str(service.storage_root), tuple(sorted(service.counts().items())), service)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import streamlit as st
 
 from vggt_core import (
@@ -12,17 +10,15 @@ from vggt_core import (
     StorageError,
     VGGTRun,
     is_valid_run_id,
+    public_backend,
 )
 
-from .app_context import AppContext, context, display_backend
+from .app_context import AppContext, context
 from .common import MODE_LABELS, flash, fmt_duration, fmt_time, md_escape, upload_saving
 from .images import run_thumbnails
 from .preview import downloads, preview
 from .runs import polling_fragment, run_action
 from .status import progress_panel, status_badge, step_indicator
-
-if TYPE_CHECKING:
-    pass
 
 # --- one run's detail (History) -------------------------------------------------------------
 
@@ -44,7 +40,7 @@ def settings_table(run: VGGTRun) -> None:
         ("Mask sky", yes[s.mask_sky]),
         ("Show cameras", yes[s.show_cameras]),
         ("Send model-sized images", yes[run.presize]),
-        ("Backend", display_backend(run.backend) if run.backend else "—"),
+        ("Backend", public_backend(run.backend) if run.backend else "—"),
     ]
     st.markdown(
         "\n".join(["| Setting | Value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]])
@@ -83,7 +79,7 @@ def _delete_confirmation(ctx: AppContext, run_id: str) -> None:
             if st.button("Yes, delete it", key=f"delete_yes_{run_id}", type="primary"):
                 st.session_state.pop("vs_confirm_delete", None)
                 try:
-                    ctx.store.delete_run(run_id)
+                    ctx.service.delete(run_id)
                 except StorageError as exc:
                     flash(str(exc), "error")
                 else:
@@ -99,7 +95,7 @@ def _delete_confirmation(ctx: AppContext, run_id: str) -> None:
 def _detail_live_body(run_id: str) -> str | None:
     ctx = context()
     try:
-        run = ctx.store.load(run_id)
+        run = ctx.service.get(run_id)
     except StorageError:
         return None
     _detail_head(ctx, run)
@@ -118,17 +114,17 @@ def _detail_head(ctx: AppContext, run: VGGTRun) -> None:
         if run.status in (RunStatus.failed, RunStatus.cancelled) and st.button(
             "Retry", key=f"retry_{run.run_id}", icon=":material/replay:", type="primary"
         ):
-            run_action(ctx.executor.retry, run.run_id, f"Started {run.run_id} again.")
+            run_action(ctx.service.retry, run.run_id, f"Started {run.run_id} again.")
         if run.is_active and st.button(
             "Cancel", key=f"cancel_{run.run_id}", icon=":material/stop:"
         ):
-            run_action(ctx.executor.cancel, run.run_id, f"Cancelling {run.run_id}.")
+            run_action(ctx.service.cancel, run.run_id, f"Cancelling {run.run_id}.")
         if (
             run.status == RunStatus.queued
             and run.submitted_at is None
             and st.button("Start", key=f"start_{run.run_id}", icon=":material/play_arrow:")
         ):
-            run_action(ctx.executor.submit, run.run_id, f"Started {run.run_id}.")
+            run_action(ctx.service.start, run.run_id, f"Started {run.run_id}.")
         _delete_button(run.run_id, active=run.is_active)
         if st.button("Close", key=f"close_{run.run_id}", icon=":material/close:"):
             close_detail()
@@ -152,7 +148,7 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
             close_detail()
         return
     try:
-        run = ctx.store.load(run_id)
+        run = ctx.service.get(run_id)
     except RunNotFound:
         st.error(f"No such run: {run_id}.", icon=":material/search_off:")
         if st.button("Close", key="close_bad_run"):
@@ -175,14 +171,14 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         if run.status == RunStatus.completed:
-            preview(ctx.store, run, ctx.settings.preview_points, key=f"detail_preview_{run_id}")
+            preview(ctx.service, run, ctx.settings.preview_points, key=f"detail_preview_{run_id}")
         elif not run.is_active:
             st.info("No 3D model: the run did not complete.")
     with right:
         if run.status == RunStatus.completed:
             st.markdown("**Downloads**")
             with st.container(horizontal=True):
-                downloads(ctx.store, run)
+                downloads(ctx.service, run)
         saving = upload_saving(run)
         if saving:
             st.markdown(f"**Upload** · {saving}")
@@ -191,4 +187,4 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
         st.markdown("**Timings**")
         timings_table(run)
     with st.expander(f"Images ({len(run.images)})", expanded=not run.is_active):
-        run_thumbnails(ctx.store, run_id)
+        run_thumbnails(ctx.service, run_id)

@@ -11,13 +11,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 from PIL import Image, ImageOps
 
-from vggt_core import (
-    ImageRejected,
-    RunStore,
-    Settings,
-    StorageError,
-    check_image,
-)
+from vggt_core import ImageRejected, StorageError, StudioService
 
 from .common import THUMB_PX, fmt_bytes, md_escape
 
@@ -55,11 +49,10 @@ def _file_thumbnail(path: str, mtime_ns: int, size: int) -> bytes | None:
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def _check_upload(
-    file_id: str, name: str, _data: bytes, max_bytes: int, max_pixels: int
-) -> str | None:
+def _check_upload(file_id: str, name: str, _data: bytes, _service: StudioService) -> str | None:
+    # Keyed by the upload's id: a file is decoded once, not on every rerun of the page.
     try:
-        check_image(name, _data, max_bytes=max_bytes, max_pixels=max_pixels)
+        _service.check_image(name, _data)
     except ImageRejected as exc:
         return exc.reason
     return None
@@ -73,21 +66,17 @@ class UploadReview:
     rejected: list[tuple[str, str]]
 
 
-def review_uploads(files: Sequence[UploadedFile], settings: Settings) -> UploadReview:
+def review_uploads(files: Sequence[UploadedFile], service: StudioService) -> UploadReview:
     """Check each uploaded file as the store will; files past the per-run limit are refused."""
     accepted: list[UploadedFile] = []
     rejected: list[tuple[str, str]] = []
+    limit = service.max_images_per_run
     for f in files:
-        data = f.getvalue()
-        reason = _check_upload(
-            f.file_id, f.name, data, settings.max_image_bytes, settings.max_image_pixels
-        )
+        reason = _check_upload(f.file_id, f.name, f.getvalue(), service)
         if reason is not None:
             rejected.append((f.name, reason))
-        elif len(accepted) >= settings.max_images_per_run:
-            rejected.append(
-                (f.name, f"too many files: a run holds at most {settings.max_images_per_run}")
-            )
+        elif len(accepted) >= limit:
+            rejected.append((f.name, f"too many files: a run holds at most {limit}"))
         else:
             accepted.append(f)
     return UploadReview(accepted, rejected)
@@ -113,10 +102,10 @@ def upload_thumbnails(files: Sequence[UploadedFile], limit: int = 48) -> None:
         st.caption(f"… and {len(files) - limit} more.")
 
 
-def run_thumbnails(store: RunStore, run_id: str, limit: int = 48) -> None:
+def run_thumbnails(service: StudioService, run_id: str, limit: int = 48) -> None:
     """Thumbnails of a run's stored images, in model order."""
     try:
-        paths = store.image_paths(run_id)
+        paths = service.image_paths(run_id)
     except StorageError as exc:
         st.warning(md_escape(f"The images cannot be listed: {exc}"))
         return

@@ -9,11 +9,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from vggt_core import (
-    RunStore,
-    StorageError,
-    VGGTRun,
-)
+from vggt_core import StorageError, StudioService, VGGTRun
 from vggt_core.glb import GLBError, export_ply, preview_figure, read_glb
 
 from .common import md_escape
@@ -42,13 +38,13 @@ def _preview_for(path: str, mtime_ns: int, size: int, budget: int) -> Preview:
     return Preview(figure, min(scene.point_count, budget), scene.point_count, len(scene.cameras))
 
 
-def preview(store: RunStore, run: VGGTRun, budget: int, *, key: str) -> None:
+def preview(service: StudioService, run: VGGTRun, budget: int, *, key: str) -> None:
     """The run's GLB as an interactive 3D plot of at most `budget` points, or why it cannot be."""
     try:
-        path = store.artifact_path(run.run_id, "glb")
-        info = path.stat()
-        if path.is_symlink() or not path.is_file():
+        path = service.artifact(run.run_id, "glb")
+        if path is None:
             raise FileNotFoundError
+        info = path.stat()
     except (FileNotFoundError, StorageError):
         st.warning("This run has no 3D model file (scene.glb is missing).")
         return
@@ -94,11 +90,11 @@ def _ply_bytes(glb_path: Path) -> bytes:
         return target.read_bytes()
 
 
-def downloads(store: RunStore, run: VGGTRun) -> None:
+def downloads(service: StudioService, run: VGGTRun) -> None:
     """Download buttons for the artifacts a run has; files are read only when clicked."""
     rid = run.run_id
-    glb = store.artifact_path(rid, "glb")
-    if store.artifact_exists(rid, "glb"):
+    glb = service.artifact(rid, "glb")
+    if glb is not None:
         st.download_button(
             "Download GLB",
             data=glb.read_bytes,
@@ -109,10 +105,11 @@ def downloads(store: RunStore, run: VGGTRun) -> None:
             on_click="ignore",
             help="The reconstruction as the backend made it (points and camera cones).",
         )
-    if store.artifact_exists(rid, "predictions"):
+    predictions = service.artifact(rid, "predictions")
+    if predictions is not None:
         st.download_button(
             "Download predictions.npz",
-            data=store.artifact_path(rid, "predictions").read_bytes,
+            data=predictions.read_bytes,
             file_name=f"{rid}_predictions.npz",
             mime="application/octet-stream",
             key=f"dl_npz_{rid}",
@@ -120,9 +117,11 @@ def downloads(store: RunStore, run: VGGTRun) -> None:
             on_click="ignore",
             help="The model's raw outputs: depth, confidence, world points, cameras.",
         )
-    info = glb.stat() if store.artifact_exists(rid, "glb") else None
+    if glb is None:
+        return
+    info = glb.stat()
     # A PLY is made from the GLB, so it is offered only when the GLB reads.
-    if info is not None and _glb_readable(str(glb), info.st_mtime_ns, info.st_size):
+    if _glb_readable(str(glb), info.st_mtime_ns, info.st_size):
         st.download_button(
             "Download PLY",
             data=lambda: _ply_bytes(glb),

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import streamlit as st
 
-from vggt_core import (
-    ImagesRejected,
-    RunNotFound,
-    RunStatus,
-    RunStore,
-    StorageError,
-    VGGTRun,
-    VGGTSettings,
-)
+from vggt_core import RunNotFound, RunStatus, StorageError, StudioService, VGGTRun
 
 from .app_context import AppContext, context
 from .common import (
@@ -31,9 +23,6 @@ from .common import (
 from .preview import downloads, preview
 from .status import progress_panel, status_badge, step_indicator
 
-if TYPE_CHECKING:
-    pass
-
 # --- runs started in this session, and starting one -----------------------------------------
 
 
@@ -44,12 +33,12 @@ def remember_run(run_id: str) -> None:
         ids.insert(0, run_id)
 
 
-def session_runs(store: RunStore) -> list[VGGTRun]:
+def session_runs(service: StudioService) -> list[VGGTRun]:
     """The runs started in this session, newest first, re-read from disk; gone ones dropped."""
     runs = []
     for run_id in list(st.session_state.get(SESSION_RUNS, [])):
         try:
-            runs.append(store.load(run_id))
+            runs.append(service.get(run_id))
         except RunNotFound:
             st.session_state[SESSION_RUNS].remove(run_id)
         except StorageError as exc:
@@ -57,24 +46,8 @@ def session_runs(store: RunStore) -> list[VGGTRun]:
     return runs
 
 
-def start_run(
-    ctx: AppContext, settings: VGGTSettings, presize: bool, files: Sequence[tuple[str, bytes]]
-) -> VGGTRun | list[str]:
-    """Create, fill and submit a run; the problems as sentences when the images are refused."""
-    run = ctx.store.create_run(settings, backend=ctx.settings.backend, presize=presize)
-    try:
-        ctx.store.add_images(run.run_id, files)
-    except ImagesRejected as exc:
-        ctx.store.delete_run(run.run_id, force=True)  # an empty run is no use to anyone
-        return [str(p) for p in exc.problems]
-    except StorageError as exc:
-        ctx.store.delete_run(run.run_id, force=True)
-        return [str(exc)]
-    return ctx.executor.submit(run.run_id)
-
-
 def run_action(action: Callable[[str], object], run_id: str, done: str) -> None:
-    """Call an executor/store action, flash its outcome, and rerun the whole app."""
+    """Call a service command, flash its outcome, and rerun the whole app."""
     try:
         action(run_id)
     except StorageError as exc:
@@ -107,13 +80,13 @@ def polling_fragment(
 
 def _live_runs_body() -> tuple[str, ...]:
     ctx = context()
-    active = [r for r in session_runs(ctx.store) if r.is_active]
+    active = [r for r in session_runs(ctx.service) if r.is_active]
     for run in active:
         with st.container(border=True):
             run_header(run)
             progress_panel(run, ctx.settings.max_concurrent_runs)
             if st.button("Cancel", key=f"cancel_live_{run.run_id}", icon=":material/stop:"):
-                run_action(ctx.executor.cancel, run.run_id, f"Cancelling {run.run_id}.")
+                run_action(ctx.service.cancel, run.run_id, f"Cancelling {run.run_id}.")
     return tuple(r.run_id for r in active)
 
 
@@ -141,9 +114,9 @@ def finished_card(ctx: AppContext, run: VGGTRun, *, show_preview: bool) -> None:
                 f"Finished in {fmt_duration(run.duration_s)}." + (f" {saving}" if saving else "")
             )
             if show_preview or st.toggle("Show 3D preview", key=f"show_{run.run_id}"):
-                preview(ctx.store, run, ctx.settings.preview_points, key=f"preview_{run.run_id}")
+                preview(ctx.service, run, ctx.settings.preview_points, key=f"preview_{run.run_id}")
             with st.container(horizontal=True):
-                downloads(ctx.store, run)
+                downloads(ctx.service, run)
                 st.page_link(
                     HISTORY_PAGE,
                     label="Open in History",
@@ -156,8 +129,8 @@ def finished_card(ctx: AppContext, run: VGGTRun, *, show_preview: bool) -> None:
             else:
                 st.info("This run was cancelled.")
             if st.button("Retry", key=f"retry_{run.run_id}", icon=":material/replay:"):
-                run_action(ctx.executor.retry, run.run_id, f"Started {run.run_id} again.")
+                run_action(ctx.service.retry, run.run_id, f"Started {run.run_id} again.")
         elif run.status == RunStatus.queued:
             st.info("This run was created but never started.")
             if st.button("Start", key=f"start_{run.run_id}", icon=":material/play_arrow:"):
-                run_action(ctx.executor.submit, run.run_id, f"Started {run.run_id}.")
+                run_action(ctx.service.start, run.run_id, f"Started {run.run_id}.")

@@ -1,11 +1,30 @@
-"""VGGT Studio's core: run storage, the Space adapter and the background runner (no Streamlit)."""
+"""VGGT Studio's core: the service every face calls, run storage, the Space adapter, the runner.
+
+No Streamlit here: the pages, the command line and the REST API are thin faces over
+`StudioService`.
+"""
 
 from .config import Settings, load_settings
-from .images import ImageRejected, check_image
+from .errors import (
+    ConfigError,
+    ImageRejected,
+    ImagesRejected,
+    InvalidRunId,
+    LockTimeout,
+    RunBusy,
+    RunNotFound,
+    SpaceCancelled,
+    SpaceError,
+    StorageError,
+    VGGTError,
+    public_backend,
+)
+from .images import check_image
 from .models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
     Artifacts,
+    Attempt,
     RunProgress,
     RunStatus,
     UploadStats,
@@ -13,46 +32,44 @@ from .models import (
     VGGTSettings,
     describe_validation_error,
 )
-from .runner import RunExecutor, space_from_settings
-from .space import CheckReport, SpaceError, VGGTSpace
-from .storage import (
-    BrokenRun,
-    ImagesRejected,
-    InvalidRunId,
-    RunBusy,
-    RunNotFound,
-    RunPage,
-    RunStore,
-    StorageError,
-    is_valid_run_id,
-)
+from .runner import interrupted_message
+from .service import StudioService, space_for
+from .space import CheckReport, VGGTSpace
+from .storage import BrokenRun, RunPage, RunStore, is_valid_run_id
 
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
     "Artifacts",
+    "Attempt",
     "BrokenRun",
     "CheckReport",
+    "ConfigError",
     "ImageRejected",
     "ImagesRejected",
     "InvalidRunId",
+    "LockTimeout",
     "RunBusy",
-    "RunExecutor",
     "RunNotFound",
     "RunPage",
     "RunProgress",
     "RunStatus",
     "RunStore",
     "Settings",
+    "SpaceCancelled",
     "SpaceError",
     "StorageError",
+    "StudioService",
     "UploadStats",
+    "VGGTError",
     "VGGTRun",
     "VGGTSettings",
     "VGGTSpace",
     "check_image",
     "describe_validation_error",
+    "interrupted_message",
     "is_valid_run_id",
     "load_settings",
-    "space_from_settings",
+    "public_backend",
+    "space_for",
 ]

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
+from .errors import ImageRejected
+
 __all__ = [
     "FORMAT_EXTENSIONS",
     "ImageRejected",
@@ -31,21 +33,6 @@ _STEM_CHARS = re.compile(r"[^\w\-+()]+")
 MAX_TALL_RATIO = 64
 _MAX_STEM_CHARS = 80
 _MAX_STEM_BYTES = 180  # leaves room for a uniqueness suffix and the extension under 255 bytes
-
-
-class ImageRejected(ValueError):
-    """An uploaded file that is not accepted as an image, with the file's name and the reason."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self.reason = reason
-        super().__init__(f"{display_name(name)}: {reason}")
-
-
-def display_name(name: str) -> str:
-    """A file name as it may be shown to a person: printable, bounded."""
-    shown = "".join(ch if ch.isprintable() else "?" for ch in name)
-    return shown if len(shown) <= 80 else shown[:77] + "…"
 
 
 def _mb(n: int) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
     "Artifacts",
+    "Attempt",
     "RemoteJob",
     "RunProgress",
     "RunStatus",
@@ -150,6 +151,20 @@ class UploadStats(_CamelModel):
     files_resized: int = Field(0, ge=0)
 
 
+class Attempt(_CamelModel):
+    """One earlier try of a run, kept when it is retried: how far it got and how it ended."""
+
+    number: int = Field(ge=1)
+    status: RunStatus
+    reached: RunStatus = Field(
+        RunStatus.queued, description="The last step the attempt got to before it ended."
+    )
+    error: str | None = None
+    submitted_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+
+
 class VGGTRun(_CamelModel):
     """One run as stored in `metadata.json`; unknown keys from older files are kept."""
 
@@ -170,6 +185,30 @@ class VGGTRun(_CamelModel):
     remote: RemoteJob | None = None
     presize: bool = True
     upload: UploadStats | None = None
+    attempt: int = Field(
+        0, ge=0, description="The current attempt: 1 after the first start, +1 at each retry."
+    )
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="Earlier attempts, oldest first (kept by retry)."
+    )
+    cancel_requested_at: Timestamp | None = Field(
+        None, description="Set by a cancel in any process; the worker holding the run stops."
+    )
+
+    @property
+    def reached(self) -> RunStatus:
+        """The last step this attempt got to (for a failed or cancelled run, where it stopped)."""
+        if self.status not in (RunStatus.failed, RunStatus.cancelled):
+            return self.status
+        if self.artifacts.glb is not None or (
+            self.progress is not None and self.progress.fraction == 1.0 and self.remote is not None
+        ):
+            return RunStatus.fetching
+        if self.remote is not None and self.remote.target_dir:
+            return RunStatus.processing
+        if self.started_at is not None:
+            return RunStatus.uploading
+        return RunStatus.queued
 
     @property
     def is_active(self) -> bool:

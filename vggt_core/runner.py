@@ -1,17 +1,22 @@
-"""RunExecutor: runs go through the Space in bounded background threads; every step is recorded."""
+"""RunExecutor: bounded background workers that take runs through the Space, step by step.
+
+Commands travel through the disk: a run's `attempt` and `cancelRequestedAt` are read back by
+the worker holding it at every step, so a cancel from any process is honoured and a worker of an
+older attempt never writes over a newer one. A periodic sweep marks active runs that no live
+worker holds as interrupted and picks up waiting runs that no worker here has queued.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import tempfile
+import queue
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .config import Settings
+from .errors import RunNotFound, SpaceCancelled, SpaceError, StorageError, bounded_text
 from .models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -23,261 +28,369 @@ from .models import (
     VGGTRun,
     utc_now,
 )
-from .space import SpaceCancelled, SpaceError, StatusReport, VGGTSpace
-from .storage import ARTIFACT_FILES, RunBusy, RunStore, StorageError
+from .space import StatusReport, VGGTSpace
+from .storage import ARTIFACT_FILES, RunStore
 from .upload_prep import prepare_upload
 
-__all__ = ["RunExecutor"]
+__all__ = ["RunExecutor", "end_orphan", "interrupted_message"]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
-_INTERRUPTED = {
+# How often a running worker re-reads its run for a cancel written by another process.
+COMMAND_POLL_S = 0.5
+_WHERE = {
     RunStatus.uploading: "sending the images to the backend",
     RunStatus.processing: "the backend was reconstructing",
     RunStatus.fetching: "downloading the result",
 }
 
 
+def interrupted_message(status: RunStatus) -> str:
+    """What a run reads when the app stopped while it was in `status`."""
+    where = _WHERE.get(status, "it was running")
+    return f"Interrupted: the app stopped while {where}. Retry to run it again."
+
+
+def end_orphan(store: RunStore, run_id: str, *, cancelled: bool = False) -> VGGTRun | None:
+    """If no live worker holds the active run, end it: cancelled when asked, else interrupted.
+
+    Returns the run when this call ended it, None when a live worker holds it.
+    """
+    claim = store.claim(run_id, wait_s=0)
+    if claim is None:
+        return None  # a live worker holds it and reads its commands itself
+    try:
+
+        def end(run: VGGTRun) -> None:
+            if run.status not in ACTIVE_STATUSES:
+                return
+            if cancelled or run.cancel_requested_at is not None:
+                run.status, run.error = RunStatus.cancelled, None
+            else:
+                run.status, run.error = RunStatus.failed, interrupted_message(run.status)
+            run.finished_at = utc_now()
+
+        run = store.update(run_id, end)
+        store.remove_temp_files(run_id)  # e.g. a half-downloaded GLB
+        return run
+    finally:
+        claim.release()
+
+
+class _Superseded(Exception):
+    """The run moved on without this worker (a newer attempt, or finished by someone else)."""
+
+
+class _Watch:
+    """A worker's view of the commands for its run: cancel, a newer attempt, the app closing."""
+
+    def __init__(
+        self, store: RunStore, run_id: str, attempt: int, closing: threading.Event
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.attempt = attempt
+        self.closing = closing
+        self.local = threading.Event()  # a cancel pressed in this process: no disk read needed
+        self._next_read = 0.0
+        self._seen = False
+
+    def __call__(self) -> bool:
+        """True once the worker must stop."""
+        if self._seen or self.local.is_set() or self.closing.is_set():
+            return True
+        now = time.monotonic()
+        if now >= self._next_read:
+            self._next_read = now + COMMAND_POLL_S
+            try:
+                run = self.store.load(self.run_id)
+            except StorageError:
+                return False  # a passing read problem; the next write will tell
+            self._seen = (
+                run.cancel_requested_at is not None
+                or run.attempt != self.attempt
+                or run.status in FINAL_STATUSES
+            )
+        return self._seen
+
+
 class RunExecutor:
-    """Owns a bounded pool of worker threads, one run per worker; one object per process."""
+    """A bounded set of worker threads, one run per worker; one object per process."""
 
     def __init__(
         self,
         store: RunStore,
-        config: Settings,
+        space_factory: Callable[[], VGGTSpace],
         *,
-        space_factory: Callable[[], VGGTSpace] | None = None,
+        workers: int = 2,
+        sweep_interval_s: float | None = 10.0,
     ) -> None:
         self.store = store
-        self.config = config
-        self._space_factory = space_factory or (lambda: space_from_settings(config))
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.max_concurrent_runs, thread_name_prefix="vggt-run"
-        )
+        self._space_factory = space_factory
+        self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._lock = threading.Lock()
-        self._cancel: dict[str, threading.Event] = {}
-        self._futures: dict[str, Future[None]] = {}
-        self._closed = False
+        self._pending: set[tuple[str, int]] = set()
+        self._watches: dict[str, _Watch] = {}
+        self._closing = threading.Event()  # interrupt the running runs
+        self._stopping = threading.Event()  # take no new job
+        # Daemon threads: a stopping process never waits for a run; close() interrupts them.
+        self._threads = [
+            threading.Thread(target=self._worker_loop, name=f"vggt-run-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        if sweep_interval_s is not None:
+            self._threads.append(
+                threading.Thread(
+                    target=self._sweep_loop,
+                    args=(sweep_interval_s,),
+                    name="vggt-sweep",
+                    daemon=True,
+                )
+            )
+        for thread in self._threads:
+            thread.start()
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            # Called before Python joins the non-daemon threads gradio_client's jobs live in: a
+            # stopping process cancels its remote jobs and marks its runs interrupted at once
+            # instead of waiting for them to finish (atexit would run only after that wait).
+            with contextlib.suppress(RuntimeError):
+                register(self.close)
 
-    # --- public surface ----------------------------------------------------------------------
+    # --- what the service calls ----------------------------------------------------------------
 
-    def submit(self, run_id: str) -> VGGTRun:
-        """Request processing: the run waits in `queued` (submittedAt set) for a free worker."""
-
-        def mark(run: VGGTRun) -> None:
-            if run.status is not RunStatus.queued:
-                raise RunBusy(f"Run {run_id} is {run.status.value}; only a queued run can start")
-            if not run.images:
-                raise RunBusy(f"Run {run_id} has no images yet")
-            run.submitted_at = run.submitted_at or utc_now()
-
-        run = self.store.update(run_id, mark)
-        self._enqueue(run_id)
-        return run
-
-    def retry(self, run_id: str) -> VGGTRun:
-        """Start a failed or cancelled run again from its stored images and settings."""
-
-        def reset(run: VGGTRun) -> None:
-            if run.status not in (RunStatus.failed, RunStatus.cancelled):
-                raise RunBusy(f"Run {run_id} is {run.status.value}; only a failed or cancelled run")
-            run.status = RunStatus.queued
-            run.submitted_at = utc_now()
-            run.started_at = run.finished_at = None
-            run.error = None
-            run.progress = None
-            run.remote = None
-            run.upload = None
-            run.artifacts = Artifacts()
-
-        run = self.store.update(run_id, reset)
-        for kind in ("glb", "predictions"):
-            self.store.artifact_path(run_id, kind).unlink(missing_ok=True)
-        self._enqueue(run_id)
-        return run
-
-    def cancel(self, run_id: str) -> VGGTRun:
-        """Cancel a waiting or running run; the remote job is stopped by its worker."""
+    def enqueue(self, run_id: str, attempt: int) -> None:
+        """Have a worker take this attempt of the run when one is free (once per attempt)."""
+        if self._stopping.is_set():
+            return  # the run stays waiting on disk and is picked up after the restart
         with self._lock:
-            event = self._cancel.get(run_id)
-            owned = run_id in self._futures and not self._futures[run_id].done()
-        if event is not None:
-            event.set()
-
-        def mark(run: VGGTRun) -> None:
-            if run.status in FINAL_STATUSES:
+            if (run_id, attempt) in self._pending:
                 return
-            waiting = run.status is RunStatus.queued
-            # A run no worker of this process holds (waiting, or orphaned) is cancelled here;
-            # a running one is marked by its worker once the remote job has stopped.
-            if waiting or not owned:
-                run.status = RunStatus.cancelled
-                run.finished_at = utc_now()
-                run.error = None
+            self._pending.add((run_id, attempt))
+        self._queue.put((run_id, attempt))
 
-        return self.store.update(run_id, mark)
-
-    def recover(self) -> list[str]:
-        """Apply the start-up rules: interrupted runs fail, submitted queued runs go again."""
-        self.store.sweep()
-        resubmitted = []
-        statuses = [*ACTIVE_STATUSES, RunStatus.queued]
-        page = self.store.list_runs(status=statuses, limit=1_000_000)
-        for run in reversed(page.runs):  # oldest first, so they queue in their original order
-            with self._lock:
-                if run.run_id in self._futures:
-                    continue
-            if run.status in ACTIVE_STATUSES:
-                if self.store.is_claimed(run.run_id):
-                    continue  # another executor (e.g. a script on the same storage) runs it
-                where = _INTERRUPTED[run.status]
-
-                def fail(r: VGGTRun, where: str = where) -> None:
-                    if r.status in ACTIVE_STATUSES:
-                        r.status = RunStatus.failed
-                        r.finished_at = utc_now()
-                        r.error = (
-                            f"Interrupted: the app stopped while {where}. Retry to run it again."
-                        )
-
-                self.store.update(run.run_id, fail)
-                self.store.remove_temp_files(run.run_id)  # e.g. a half-downloaded GLB
-            elif run.submitted_at is not None:
-                self._enqueue(run.run_id)
-                resubmitted.append(run.run_id)
-        return resubmitted
+    def nudge(self, run_id: str) -> None:
+        """Tell this process's worker of the run, if any, to re-read its commands now."""
+        with self._lock:
+            watch = self._watches.get(run_id)
+        if watch is not None:
+            watch.local.set()
 
     def is_running(self, run_id: str) -> bool:
         """True while a worker of this process holds or waits to take the run."""
         with self._lock:
-            future = self._futures.get(run_id)
-            return future is not None and not future.done()
+            return run_id in self._watches or any(r == run_id for r, _ in self._pending)
 
-    def wait(self, run_id: str, timeout: float | None = None) -> VGGTRun:
-        """Block until this process's worker for the run is done; return the stored run."""
+    def sweep(self) -> list[str]:
+        """End active runs no live worker holds (interrupted); queue waiting ones; return those."""
+        picked = []
+        page = self.store.list_runs(status=[*ACTIVE_STATUSES, RunStatus.queued], limit=1 << 30)
+        for run in reversed(page.runs):  # oldest first, so they queue in their original order
+            if run.status in ACTIVE_STATUSES:
+                with contextlib.suppress(StorageError):
+                    end_orphan(self.store, run.run_id)
+            elif run.submitted_at is not None and not self._stopping.is_set():
+                with self._lock:
+                    known = (run.run_id, run.attempt) in self._pending
+                if not known:
+                    self.enqueue(run.run_id, run.attempt)
+                    picked.append(run.run_id)
+        return picked
+
+    def close(self, *, interrupt: bool = True, timeout: float = 5.0) -> None:
+        """Take no new run; with `interrupt`, stop the running ones too (remote jobs cancelled,
+        runs read interrupted) and wait up to `timeout` for that. Waiting runs stay waiting."""
+        self._stopping.set()
+        if not interrupt:
+            return
+        self._closing.set()
         with self._lock:
-            future = self._futures.get(run_id)
-        if future is not None:
-            future.result(timeout=timeout)
-        return self.store.load(run_id)
+            watches = list(self._watches.values())
+        for watch in watches:
+            watch.local.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def shutdown(self, *, wait: bool = True, cancel_running: bool = False) -> None:
-        """Stop taking runs; optionally cancel the running ones; wait for the workers."""
-        self._closed = True
-        if cancel_running:
-            with self._lock:
-                events = list(self._cancel.values())
-            for event in events:
-                event.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._stopping.is_set()
 
-    # --- the worker --------------------------------------------------------------------------
+    # --- the workers ---------------------------------------------------------------------------
 
-    def _enqueue(self, run_id: str) -> None:
-        if self._closed:
-            raise RuntimeError("The executor is shut down")
-        with self._lock:
-            existing = self._futures.get(run_id)
-            if existing is not None and not existing.done():
-                return
-            self._cancel[run_id] = threading.Event()
-            self._futures[run_id] = self._pool.submit(self._work, run_id)
+    def _worker_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                if not self._stopping.is_set():
+                    self._work(*job)
+            except Exception:
+                log.exception("run %s: the worker failed", job[0])
+            finally:
+                with self._lock:
+                    self._pending.discard(job)
 
-    def _work(self, run_id: str) -> None:
-        with self._lock:
-            cancel = self._cancel[run_id]
-        claim = None
+    def _sweep_loop(self, interval_s: float) -> None:
+        while not self._stopping.wait(interval_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("the periodic sweep failed")
+
+    def _work(self, run_id: str, attempt: int) -> None:
         try:
             claim = self.store.claim(run_id)
-            if claim is None:
-                return  # another executor (here or in another process) has it and finishes it
-            self._process(run_id, cancel)
+        except RunNotFound:
+            return
+        if claim is None:
+            return  # another worker (here or in another process) has it and finishes it
+        watch = _Watch(self.store, run_id, attempt, self._closing)
+        try:
+            run = self.store.load(run_id)
+            if (
+                run.attempt != attempt
+                or run.status is not RunStatus.queued
+                or run.submitted_at is None
+            ):
+                return  # cancelled, retried or finished meanwhile: nothing to do for this job
+            with self._watching(run_id, watch):
+                self._attempt(run, watch)
+        except RunNotFound:
+            pass  # deleted under us (a forced delete)
+        finally:
+            claim.release()
+
+    @contextlib.contextmanager
+    def _watching(self, run_id: str, watch: _Watch) -> Iterator[None]:
+        with self._lock:
+            self._watches[run_id] = watch
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watches.pop(run_id, None)
+
+    def _attempt(self, run: VGGTRun, watch: _Watch) -> None:
+        run_id, attempt = run.run_id, watch.attempt
+        try:
+            self._process(run, watch)
+        except _Superseded:
+            return
         except SpaceCancelled:
-            self._finish(run_id, RunStatus.cancelled, None)
+            self._finish(run_id, attempt, RunStatus.cancelled, None)
         except SpaceError as exc:
+            if watch():  # stopping the remote job can surface as a lost connection
+                self._finish(run_id, attempt, RunStatus.cancelled, None)
+                return
             log.info("run %s failed: %s", run_id, exc)
-            self._finish(run_id, RunStatus.failed, str(exc))
+            self._finish(run_id, attempt, RunStatus.failed, str(exc))
         except StorageError as exc:
             log.warning("run %s: storage refused a step: %s", run_id, exc)
-            self._finish(run_id, RunStatus.failed, f"Storage error: {exc}")
+            self._finish(run_id, attempt, RunStatus.failed, f"Storage error: {exc}")
         except Exception as exc:
             log.exception("run %s: unexpected error", run_id)
-            self._finish(run_id, RunStatus.failed, f"Unexpected error: {type(exc).__name__}: {exc}")
-        finally:
-            if claim is not None:
-                claim.release()
-            with self._lock:
-                self._cancel.pop(run_id, None)
+            text = bounded_text(f"Unexpected error: {type(exc).__name__}: {exc}")
+            self._finish(run_id, attempt, RunStatus.failed, text)
 
-    def _process(self, run_id: str, cancel: threading.Event) -> None:
-        run = self.store.load(run_id)
-        if run.status is not RunStatus.queued or cancel.is_set():
-            return
+    def _process(self, run: VGGTRun, watch: _Watch) -> None:
+        run_id, attempt = run.run_id, watch.attempt
         space = self._space_factory()
-        self._step(run_id, RunStatus.uploading, started_at=utc_now(), backend=space.backend)
-        with tempfile.TemporaryDirectory(prefix="vggt-upload-") as staging:
-            prepared = prepare_upload(self.store.image_paths(run_id), Path(staging), run.presize)
-            self._step(
-                run_id,
-                RunStatus.uploading,
-                upload=UploadStats(
-                    bytes_sent=prepared.bytes_sent,
-                    bytes_original=prepared.bytes_original,
-                    files_resized=sum(prepared.resized),
-                ),
+        self._step(run_id, attempt, RunStatus.uploading, started_at=utc_now(), backend=space.label)
+        with self.store.staging(run_id) as staging:
+            prepared = prepare_upload(self.store.image_paths(run_id), staging, run.presize)
+            stats = UploadStats(
+                bytes_sent=prepared.bytes_sent,
+                bytes_original=prepared.bytes_original,
+                files_resized=sum(prepared.resized),
             )
-            progress = _ProgressWriter(self, run_id)
+            self._step(run_id, attempt, RunStatus.uploading, upload=stats)
+            progress = _ProgressWriter(self, run_id, attempt)
             with space.session() as session:
-                target_dir = session.upload(prepared.paths, should_cancel=cancel.is_set)
+                target_dir = session.upload(prepared.paths, should_cancel=watch)
                 self._step(
                     run_id,
+                    attempt,
                     RunStatus.processing,
                     remote=RemoteJob(target_dir=target_dir),
                     progress=None,
                 )
                 result = session.reconstruct(
-                    target_dir, run.settings, on_status=progress, should_cancel=cancel.is_set
+                    target_dir, run.settings, on_status=progress, should_cancel=watch
                 )
                 progress.flush()
-                if cancel.is_set():
+                if watch():
                     raise SpaceCancelled
-                self._step(run_id, RunStatus.fetching, progress=_final_progress(result.message))
+                self._step(run_id, attempt, RunStatus.fetching, progress=_done(result.message))
                 session.download(result.glb, self.store.artifact_path(run_id, "glb"), "glb")
                 artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
                 if result.predictions is not None:
                     dest = self.store.artifact_path(run_id, "predictions")
                     session.download(result.predictions, dest, "predictions")
                     artifacts.predictions = ARTIFACT_FILES["predictions"]
-        self._finish(run_id, RunStatus.completed, None, artifacts=artifacts)
+        if watch():
+            raise SpaceCancelled
+        self._finish(run_id, attempt, RunStatus.completed, None, artifacts=artifacts)
 
-    def _step(self, run_id: str, status: RunStatus, **changes: Any) -> None:
+    def _guarded(self, run_id: str, attempt: int, change: Callable[[VGGTRun], None]) -> VGGTRun:
+        """Apply a worker's change only while the run is still this attempt's and active."""
+
         def apply(run: VGGTRun) -> None:
-            if run.status in FINAL_STATUSES:
-                # Cancelled (or deleted and recreated) under us: stop at the next check.
+            if run.attempt != attempt or run.status in FINAL_STATUSES:
+                raise _Superseded
+            change(run)
+
+        return self.store.update(run_id, apply)
+
+    def _step(self, run_id: str, attempt: int, status: RunStatus, **changes: Any) -> None:
+        def apply(run: VGGTRun) -> None:
+            if run.cancel_requested_at is not None:
                 raise SpaceCancelled
             run.status = status
             for key, value in changes.items():
                 setattr(run, key, value)
 
-        self.store.update(run_id, apply)
+        self._guarded(run_id, attempt, apply)
 
-    def _finish(self, run_id: str, status: RunStatus, error: str | None, **changes: Any) -> None:
+    def _finish(
+        self, run_id: str, attempt: int, status: RunStatus, error: str | None, **changes: Any
+    ) -> None:
+        closing = self._closing.is_set()
+
         def apply(run: VGGTRun) -> None:
-            if run.status in FINAL_STATUSES:
-                return  # cancelled or finished by someone else first: theirs stands
-            run.status = status
-            run.error = error
-            run.finished_at = utc_now()
-            for key, value in changes.items():
-                setattr(run, key, value)
+            final, text = status, error
+            if status is RunStatus.cancelled and closing and run.cancel_requested_at is None:
+                final, text = RunStatus.failed, interrupted_message(run.status)
+            elif status is RunStatus.completed and run.cancel_requested_at is not None:
+                final = RunStatus.cancelled  # cancelled during the download: the user's word
+            run.status, run.error, run.finished_at = final, text, utc_now()
+            if final is RunStatus.completed:
+                for key, value in changes.items():
+                    setattr(run, key, value)
 
         try:
-            self.store.update(run_id, apply)
+            run = self._guarded(run_id, attempt, apply)
+        except _Superseded:
+            return
         except StorageError as exc:
+            # Often a full disk: the temp files of the failed step may be what filled it.
             log.warning("run %s: could not record %s: %s", run_id, status.value, exc)
+            with contextlib.suppress(StorageError):
+                self.store.remove_temp_files(run_id)
+            try:
+                run = self._guarded(run_id, attempt, apply)
+            except (_Superseded, StorageError):
+                return  # the sweep marks it interrupted once the claim is released
+        if run.status is not RunStatus.completed:
+            for kind in ARTIFACT_FILES:
+                with contextlib.suppress(OSError, StorageError):
+                    self.store.artifact_path(run_id, kind).unlink(missing_ok=True)  # type: ignore[arg-type]
 
-    def _write_progress(self, run_id: str, report: StatusReport) -> None:
+    def _write_progress(self, run_id: str, attempt: int, report: StatusReport) -> None:
         def apply(run: VGGTRun) -> None:
             if run.status is RunStatus.processing:
                 run.progress = RunProgress(
@@ -285,25 +398,29 @@ class RunExecutor:
                     queue_size=report.queue_size,
                     eta=report.eta,
                     fraction=report.fraction,
-                    message=report.message,
+                    message=None if report.message is None else bounded_text(report.message),
                     updated_at=utc_now(),
                 )
 
-        self.store.update(run_id, apply)
+        with contextlib.suppress(_Superseded):
+            self._guarded(run_id, attempt, apply)
 
 
-def _final_progress(message: str) -> RunProgress:
+def _done(message: str) -> RunProgress:
     return RunProgress(
-        fraction=1.0, message=message or "Reconstruction finished", updated_at=utc_now()
+        fraction=1.0,
+        message=bounded_text(message or "Reconstruction finished"),
+        updated_at=utc_now(),
     )
 
 
 class _ProgressWriter:
     """Writes the backend's reports to metadata at most every PROGRESS_INTERVAL_S."""
 
-    def __init__(self, executor: RunExecutor, run_id: str) -> None:
+    def __init__(self, executor: RunExecutor, run_id: str, attempt: int) -> None:
         self._executor = executor
         self._run_id = run_id
+        self._attempt = attempt
         self._last_write = 0.0
         self._pending: StatusReport | None = None
 
@@ -315,18 +432,6 @@ class _ProgressWriter:
     def flush(self) -> None:
         """Write the latest report now, if one is pending."""
         if self._pending is not None:
-            self._executor._write_progress(self._run_id, self._pending)
+            self._executor._write_progress(self._run_id, self._attempt, self._pending)
             self._pending = None
             self._last_write = time.monotonic()
-
-
-def space_from_settings(config: Settings) -> VGGTSpace:
-    """The Space adapter configured by these settings."""
-    return VGGTSpace(
-        config.backend,
-        config.token,
-        connect_timeout_s=config.connect_timeout_s,
-        read_timeout_s=config.read_timeout_s,
-        job_timeout_s=config.job_timeout_s,
-        download_timeout_s=config.download_timeout_s,
-    )

@@ -6,7 +6,6 @@ import concurrent.futures
 import contextlib
 import functools
 import os
-import re
 import ssl
 import time
 import zipfile
@@ -23,22 +22,19 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # read when huggingface_
 import httpx
 import huggingface_hub
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
-from gradio_client.utils import QueueError, Status
+from gradio_client.utils import Status
 
+from ._atomic import commit_file, temp_sibling
+from .errors import SpaceCancelled, SpaceError, explain_error, public_backend
 from .models import VGGTSettings
-from .storage import commit_file, temp_sibling
 
 __all__ = [
     "CheckReport",
     "FileRef",
     "ReconstructResult",
-    "SpaceCancelled",
-    "SpaceError",
     "SpaceSession",
     "StatusReport",
     "VGGTSpace",
-    "explain_error",
 ]
 
 UPLOAD_API = "/update_gallery_on_upload"
@@ -56,40 +52,7 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
         "prediction_mode",
     ),
 }
-ErrorKind = Literal[
-    "unreachable",
-    "space_state",
-    "quota",
-    "no_gpu",
-    "queue_full",
-    "app_error",
-    "timeout",
-    "api_changed",
-    "bad_download",
-    "connection_lost",
-    "cancelled",
-    "unexpected",
-]
-_QUOTA = re.compile(r"exceeded your GPU quota.*?Try again in (\d+):(\d\d):(\d\d)", re.S | re.I)
 _MAX_DOWNLOAD_BYTES = 4 * 1024**3
-
-
-class SpaceError(Exception):
-    """A backend failure as a message a person can act on; `kind` says which failure it was."""
-
-    def __init__(
-        self, message: str, *, kind: ErrorKind, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after_s = retry_after_s
-
-
-class SpaceCancelled(SpaceError):
-    """The run was cancelled by the user while the backend worked on it."""
-
-    def __init__(self) -> None:
-        super().__init__("Cancelled by the user.", kind="cancelled")
 
 
 @dataclass(frozen=True)
@@ -138,81 +101,6 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _hms_to_s(hours: str, minutes: str, seconds: str) -> float:
-    return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-
-
-def _minutes(seconds: float) -> str:
-    minutes = max(1, round(seconds / 60))
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
-def explain_error(exc: BaseException, *, backend: str, has_token: bool) -> SpaceError:
-    """Turn whatever gradio_client or httpx raised into a SpaceError a person can act on."""
-    if isinstance(exc, SpaceError):
-        return exc
-    text = str(exc)
-    if isinstance(exc, AppError):
-        quota = _QUOTA.search(text)
-        if quota:
-            wait = _hms_to_s(*quota.groups())
-            who = "your account" if has_token else "anonymous users"
-            fix = "retry" if has_token else "add an HF token or retry"
-            return SpaceError(
-                f"The Space's GPU quota for {who} is used up; {fix} in {_minutes(wait)}.",
-                kind="quota",
-                retry_after_s=wait,
-            )
-        if "no gpu was available" in text.lower():
-            return SpaceError(
-                "No GPU was free on the Space (its GPU queue timed out); retry in a minute"
-                + ("." if has_token else ", or add an HF token for a higher priority."),
-                kind="no_gpu",
-            )
-        return SpaceError(
-            f"The Space reported an error: {text or 'no details given'}", kind="app_error"
-        )
-    if isinstance(exc, QueueError):
-        return SpaceError("The Space's queue is full; retry in a few minutes.", kind="queue_full")
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return SpaceError(
-            f"Cannot reach the backend {backend}: check the address and that it is running.",
-            kind="unreachable",
-        )
-    if isinstance(exc, httpx.TimeoutException | TimeoutError | concurrent.futures.TimeoutError):
-        return SpaceError(
-            f"The backend {backend} stopped answering (timed out); retry later.", kind="timeout"
-        )
-    # A server killed mid-run shows as a cancelled job, a broken stream or a reset connection.
-    if isinstance(
-        exc, concurrent.futures.CancelledError | httpx.RemoteProtocolError | httpx.NetworkError
-    ):
-        return SpaceError(
-            "The connection to the backend was lost during the run (it stopped or restarted); "
-            "retry.",
-            kind="connection_lost",
-        )
-    if isinstance(exc, ValueError) and "invalid state" in text:
-        state = text.split("invalid state:", 1)[-1].split(".")[0].strip()
-        return SpaceError(
-            f"The Space {backend} is not running ({state}); ask its owner or use another backend.",
-            kind="space_state",
-        )
-    if type(exc).__name__ in {"RepositoryNotFoundError", "HfHubHTTPError"} or (
-        isinstance(exc, ValueError) and "Could not find Space" in text
-    ):
-        hint = "" if has_token else " (a private Space needs an HF token)"
-        return SpaceError(f"No Space named {backend} was found{hint}.", kind="unreachable")
-    if isinstance(exc, httpx.HTTPError | OSError):
-        return SpaceError(
-            f"Talking to the backend {backend} failed: {type(exc).__name__}: {text}",
-            kind="unreachable",
-        )
-    return SpaceError(
-        f"Unexpected error talking to the backend: {type(exc).__name__}: {text}", kind="unexpected"
-    )
-
-
 class VGGTSpace:
     """Opens sessions (one gradio Client each) against a Space id or a Gradio server URL."""
 
@@ -226,8 +114,10 @@ class VGGTSpace:
         job_timeout_s: float = 1800.0,
         download_timeout_s: float = 600.0,
         poll_interval_s: float = 0.1,
+        hub_endpoint: str | None = None,
     ) -> None:
         self.backend = backend.strip()
+        self.hub_endpoint = hub_endpoint  # None: the Hub huggingface_hub is configured for
         self._token = token or None
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -236,7 +126,12 @@ class VGGTSpace:
         self.poll_interval_s = poll_interval_s
 
     def __repr__(self) -> str:
-        return f"VGGTSpace({self.backend!r}, token={'set' if self._token else 'none'})"
+        return f"VGGTSpace({self.label!r}, token={'set' if self._token else 'none'})"
+
+    @property
+    def label(self) -> str:
+        """The backend as it may be stored and shown: no credentials, no query."""
+        return public_backend(self.backend)
 
     @property
     def has_token(self) -> bool:
@@ -263,10 +158,11 @@ class VGGTSpace:
         # gradio_client waits without bound while a Space builds; ask the Hub first instead.
         if self.is_url:
             return
-        runtime = huggingface_hub.get_space_runtime(self.backend, token=self._token)
+        hub = huggingface_hub.HfApi(endpoint=self.hub_endpoint, token=self._token or False)
+        runtime = hub.get_space_runtime(self.backend)
         if str(runtime.stage).upper() in {"BUILDING", "RUNNING_BUILDING", "APP_STARTING"}:
             raise SpaceError(
-                f"The Space {self.backend} is starting or building; retry in a few minutes.",
+                f"The Space {self.label} is starting or building; retry in a few minutes.",
                 kind="space_state",
             )
 
@@ -309,10 +205,10 @@ class VGGTSpace:
         if missing:
             return CheckReport(
                 False,
-                f"{self.backend} answers, but does not serve the VGGT API this app needs.",
+                f"{self.label} answers, but does not serve the VGGT API this app needs.",
                 missing,
             )
-        return CheckReport(True, f"{self.backend} serves the VGGT API.", extras)
+        return CheckReport(True, f"{self.label} serves the VGGT API.", extras)
 
 
 def _progress_of(update: Any) -> StatusReport | None:
@@ -383,7 +279,7 @@ class SpaceSession:
         problems = self.missing_api()
         if problems:
             raise SpaceError(
-                f"The backend {self.space.backend} does not serve the VGGT API this app needs "
+                f"The backend {self.space.label} does not serve the VGGT API this app needs "
                 f"(the Space may have changed): {' '.join(problems)}",
                 kind="api_changed",
             )

@@ -20,26 +20,29 @@ from typing import Literal
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from .config import Settings
-from .images import ImageRejected, check_image, is_plain_name, safe_image_name, unique_names
-from .models import RunStatus, VGGTRun, VGGTSettings
+from ._atomic import TMP_PREFIX, atomic_write, commit_file, fsync_dir, temp_sibling
+from .errors import (
+    ImageRejected,
+    ImagesRejected,
+    InvalidRunId,
+    LockTimeout,
+    RunBusy,
+    RunNotFound,
+    StorageError,
+    storage_error,
+)
+from .images import check_image, is_plain_name, safe_image_name, unique_names
+from .models import RunStatus, VGGTRun, VGGTSettings, describe_validation_error
 from .run_index import RunIndex, RunSummary
 
 __all__ = [
     "ARTIFACT_FILES",
+    "LOCK_TIMEOUT_S",
     "ArtifactKind",
     "BrokenRun",
-    "ImagesRejected",
-    "InvalidRunId",
-    "RunBusy",
-    "RunNotFound",
     "RunPage",
     "RunStore",
-    "StorageError",
-    "atomic_write",
-    "commit_file",
     "is_valid_run_id",
-    "temp_sibling",
 ]
 
 RUN_ID_PATTERN = re.compile(r"run_[0-9]{13}_[a-z0-9]{6}")  # ASCII: \d takes any digit
@@ -47,32 +50,12 @@ ArtifactKind = Literal["glb", "predictions"]
 ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "predictions.npz"}
 METADATA = "metadata.json"
 IMAGES = "images"
-TMP_PREFIX = ".tmp-"
+STAGING = ".staging"
+# A metadata read-modify-write takes milliseconds; a lock held this long means a stuck process.
+LOCK_TIMEOUT_S = 30.0
+# A worker's claim is tried this long: a sweep's probe of the claim holds it for microseconds.
+CLAIM_WAIT_S = 2.0
 _ALPHABET = string.ascii_lowercase + string.digits
-
-
-class StorageError(Exception):
-    """Any refusal of the store, with a message a person can act on."""
-
-
-class InvalidRunId(StorageError):
-    """A run id that is not of the form `run_<epoch ms>_<6 of a-z0-9>`."""
-
-
-class RunNotFound(StorageError):
-    """No run with that id under the storage root."""
-
-
-class RunBusy(StorageError):
-    """The run's state does not allow the change (e.g. deleting an active run)."""
-
-
-class ImagesRejected(StorageError):
-    """A batch of images refused as a whole; `problems` names each bad file and why."""
-
-    def __init__(self, problems: list[ImageRejected]) -> None:
-        self.problems = problems
-        super().__init__("No image was stored. " + " ".join(f"{p}." for p in problems))
 
 
 @dataclass(frozen=True)
@@ -97,45 +80,34 @@ def is_valid_run_id(run_id: object) -> bool:
     return isinstance(run_id, str) and RUN_ID_PATTERN.fullmatch(run_id) is not None
 
 
-def temp_sibling(path: Path) -> Path:
-    """A fresh hidden name beside `path` that listing, artifacts and recovery know as temporary."""
-    return path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(4)}")
-
-
-def commit_file(tmp: Path, path: Path) -> None:
-    """Make a fully written `tmp` durable and put it at `path` in one step."""
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader sees the old file or the whole new one, never half."""
-    tmp = temp_sibling(path)
-    try:
-        tmp.write_bytes(data)
-        commit_file(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _encode(run: VGGTRun) -> bytes:
-    return json.dumps(run.to_json_dict(), indent=2, ensure_ascii=False).encode()
+    data = run.to_json_dict()
+    # Models built with model_copy(update=…) or an instance passed in skip validation: what is
+    # written must load again, so it is validated here, where every write passes.
+    try:
+        VGGTRun.model_validate(data)
+    except ValidationError as exc:
+        raise StorageError(
+            f"Run {run.run_id} was not saved: {describe_validation_error(exc)}"
+        ) from None
+    return json.dumps(data, indent=2, ensure_ascii=False).encode()
 
 
 def _read_no_follow(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as handle:
         return handle.read()
+
+
+@contextlib.contextmanager
+def _disk(doing: str) -> Iterator[None]:
+    """Turn a raw OSError into a StorageError in plain words ("the disk is full")."""
+    try:
+        yield
+    except Timeout:
+        raise  # filelock's Timeout is an OSError too; callers turn it into their own words
+    except OSError as exc:
+        raise storage_error(exc, doing) from exc
 
 
 class RunStore:
@@ -151,9 +123,10 @@ class RunStore:
     ) -> None:
         self.root = Path(root).resolve()
         self.runs_dir = self.root / "runs"
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self._locks_dir = self.root / ".locks"
-        self._locks_dir.mkdir(exist_ok=True)
+        self._staging_dir = self.root / STAGING
+        with _disk(f"use the storage folder {self.root}"):
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            self._staging_dir.mkdir(exist_ok=True)
         self.max_images = max_images
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
@@ -161,16 +134,6 @@ class RunStore:
         self._thread_locks_guard = threading.Lock()
         self._index = RunIndex(self.root / ".index.json")
         self._counts: tuple[Mapping[str, RunSummary], dict[str, int]] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RunStore:
-        """The store at the configured root with the configured upload limits."""
-        return cls(
-            settings.storage_dir,
-            max_images=settings.max_images_per_run,
-            max_image_bytes=settings.max_image_bytes,
-            max_image_pixels=settings.max_image_pixels,
-        )
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -226,8 +189,21 @@ class RunStore:
         *,
         backend: str | None = None,
         presize: bool = True,
+        **extra: object,
     ) -> VGGTRun:
         """Create an empty `queued` run with these settings and return it."""
+        with _disk("create the run"):
+            run = self._build_run(settings or VGGTSettings(), backend, presize, extra)
+        self._index.bump()
+        return run
+
+    def _build_run(
+        self,
+        settings: VGGTSettings,
+        backend: str | None,
+        presize: bool,
+        extra: Mapping[str, object],
+    ) -> VGGTRun:
         # The folder is built under a hidden name and renamed into place whole: a crash half-way
         # must not leave a run folder without metadata, which the listing would call broken.
         staging = self.runs_dir / f"{TMP_PREFIX}run.{secrets.token_hex(8)}"
@@ -238,10 +214,7 @@ class RunStore:
                     secrets.choice(_ALPHABET) for _ in range(6)
                 )
                 run = VGGTRun(
-                    run_id=run_id,
-                    settings=settings or VGGTSettings(),
-                    backend=backend,
-                    presize=presize,
+                    run_id=run_id, settings=settings, backend=backend, presize=presize, **extra
                 )
                 atomic_write(staging / METADATA, _encode(run))
                 try:
@@ -253,8 +226,7 @@ class RunStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_dir(self.runs_dir)
-        self._index.bump()
+        fsync_dir(self.runs_dir)
         return run
 
     def load(self, run_id: str) -> VGGTRun:
@@ -265,7 +237,7 @@ class RunStore:
         except FileNotFoundError:
             raise RunNotFound(f"No such run: {run_id}") from None
         except OSError as exc:
-            raise StorageError(f"Run {run_id}: metadata.json cannot be read ({exc})") from None
+            raise storage_error(exc, f"read run {run_id}'s metadata.json") from None
         try:
             run = VGGTRun.model_validate_json(raw)
         except ValidationError as exc:
@@ -284,46 +256,67 @@ class RunStore:
             run = changed if changed is not None else run
             if run.run_id != run_id:
                 raise ValueError("update() must not change the run id")
-            self._write(VGGTRun.model_validate(run.model_dump(by_alias=True)))
+            self._write(run)
             return run
 
     def _write(self, run: VGGTRun) -> None:
-        atomic_write(self.runs_dir / run.run_id / METADATA, _encode(run))
+        data = _encode(run)
+        with _disk(f"save run {run.run_id}"):
+            atomic_write(self.runs_dir / run.run_id / METADATA, data)
         self._index.bump()
 
     @contextlib.contextmanager
-    def lock(self, run_id: str) -> Iterator[None]:
-        """Hold the run's lock: one thread of this process and no other process at a time."""
-        self.run_dir(run_id)
+    def lock(self, run_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the run's lock (one thread of one process at a time), waiting at most `timeout`."""
+        folder = self.run_dir(run_id)
+        if not folder.is_dir():
+            raise RunNotFound(f"No such run: {run_id}")
         with self._thread_locks_guard:
             thread_lock = self._thread_locks.setdefault(run_id, threading.Lock())
-        with thread_lock, FileLock(self._locks_dir / f"{run_id}.lock"):
-            yield
+        busy = LockTimeout(
+            f"Run {run_id} stayed locked by another thread or process for {timeout:g} s; "
+            "try again (a stuck process may hold it)."
+        )
+        if not thread_lock.acquire(timeout=timeout):
+            raise busy
+        try:
+            file_lock = FileLock(folder / ".lock", timeout=timeout)
+            try:
+                with _disk(f"lock run {run_id}"):
+                    file_lock.acquire()
+            except Timeout:
+                raise busy from None
+            try:
+                yield
+            finally:
+                file_lock.release()
+        finally:
+            thread_lock.release()
 
-    def claim(self, run_id: str) -> FileLock | None:
+    def claim(self, run_id: str, wait_s: float = CLAIM_WAIT_S) -> FileLock | None:
         """Take the run for one worker (in any process) until `release()`; None if one has it.
 
         The operating system drops the claim when its process dies, however it dies, so a run
         that is active on disk but claimed by nobody was interrupted.
         """
-        self.run_dir(run_id)
-        claim = FileLock(self._locks_dir / f"{run_id}.worker", blocking=False)
+        claim = FileLock(self._existing_dir(run_id) / ".worker", timeout=wait_s)
         try:
-            claim.acquire()
+            with _disk(f"claim run {run_id}"):
+                claim.acquire()
         except Timeout:
             return None
         return claim
 
     def is_claimed(self, run_id: str) -> bool:
         """True while a worker of this or another process holds the run."""
-        claim = self.claim(run_id)
+        claim = self.claim(run_id, wait_s=0)
         if claim is None:
             return True
         claim.release()
         return False
 
     def sweep(self, older_than_s: float = 3600.0) -> int:
-        """Remove what interrupted creates and deletes left behind (hidden, never listed)."""
+        """Remove what interrupted creates, deletes and uploads left behind (never listed)."""
         cutoff = time.time() - older_than_s
         removed = 0
         trash = self.root / ".trash"
@@ -335,12 +328,43 @@ class RunStore:
             with contextlib.suppress(OSError):
                 # Old enough that no live create or delete (in any process) still owns it.
                 if path.lstat().st_mtime < cutoff:
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink()
+                    _remove(path)
                     removed += 1
+        if self._staging_dir.is_dir():
+            for path in self._staging_dir.iterdir():
+                run_id = path.name.split(".", 1)[0]
+                with contextlib.suppress(OSError):
+                    if path.name.startswith("add."):
+                        stale = path.lstat().st_mtime < cutoff  # images being added right now
+                    else:
+                        # An upload's staging lives while its run's worker holds the claim.
+                        stale = not (is_valid_run_id(run_id) and self._claimed(run_id))
+                    if stale:
+                        _remove(path)
+                        removed += 1
         return removed
+
+    def _claimed(self, run_id: str) -> bool:
+        try:
+            return self.is_claimed(run_id)
+        except StorageError:
+            return False
+
+    @contextlib.contextmanager
+    def staging(self, run_id: str) -> Iterator[Path]:
+        """A private folder inside the storage root for one upload, removed afterwards.
+
+        Inside the root, staged copies can be hard links of the stored images, and what a killed
+        worker left is found by `sweep()`.
+        """
+        self._existing_dir(run_id)
+        with _disk(f"prepare run {run_id}'s upload"):
+            folder = self._staging_dir / f"{run_id}.{secrets.token_hex(4)}"
+            folder.mkdir(parents=True)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def remove_temp_files(self, run_id: str) -> int:
         """Delete what interrupted writes left in a run (`.tmp-` names); return how many."""
@@ -396,19 +420,33 @@ class RunStore:
             folder = self.run_dir(run_id) / IMAGES
             if folder.is_symlink() or not folder.is_dir():
                 raise StorageError(f"Run {run_id}: its images folder is missing or not a folder")
-            written: list[Path] = []
-            try:
-                for name, (_, data) in zip(names, checked, strict=True):
-                    target = folder / name
-                    atomic_write(target, data)
-                    written.append(target)
-                run.images = sorted([*run.images, *names])
-                self._write(run)
-            except BaseException:
-                for path in written:
-                    path.unlink(missing_ok=True)
-                raise
+            with _disk(f"store the images of run {run_id}"):
+                self._write_images(run, folder, names, [data for _, data in checked])
         return names
+
+    def _write_images(
+        self, run: VGGTRun, folder: Path, names: list[str], blobs: list[bytes]
+    ) -> None:
+        # Written in a staging folder, then renamed in: a process killed while writing leaves
+        # only staging, which sweep() removes, never a stray file inside the run.
+        staging = self._staging_dir / f"add.{run.run_id}.{secrets.token_hex(4)}"
+        placed: list[Path] = []
+        try:
+            staging.mkdir(parents=True)
+            for name, data in zip(names, blobs, strict=True):
+                (staging / name).write_bytes(data)
+            for name in names:
+                os.replace(staging / name, folder / name)
+                placed.append(folder / name)
+            fsync_dir(folder)
+            run.images = sorted([*run.images, *names])
+            self._write(run)
+        except BaseException:
+            for path in placed:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # --- artifacts ---------------------------------------------------------------------------
 
@@ -416,22 +454,19 @@ class RunStore:
         """Put an artifact in place atomically, from bytes or a file (moved when in the run)."""
         target = self.artifact_path(run_id, kind)
         self._existing_dir(run_id)
-        if isinstance(source, bytes):
-            atomic_write(target, source)
-        elif source.parent.resolve() == target.parent:
-            commit_file(source, target)
-        else:
-            tmp = temp_sibling(target)
-            try:
-                shutil.copyfile(source, tmp)
-                commit_file(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+        with _disk(f"save run {run_id}'s {target.name}"):
+            if isinstance(source, bytes):
+                atomic_write(target, source)
+            elif source.parent.resolve() == target.parent:
+                commit_file(source, target)
+            else:
+                tmp = temp_sibling(target)
+                try:
+                    shutil.copyfile(source, tmp)
+                    commit_file(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
         return target
-
-    def temp_path(self, run_id: str, kind: ArtifactKind) -> Path:
-        """A fresh temporary name beside an artifact, never mistaken for the artifact itself."""
-        return temp_sibling(self.artifact_path(run_id, kind))
 
     # --- listing -----------------------------------------------------------------------------
 
@@ -514,14 +549,20 @@ class RunStore:
             if active and not force:
                 raise RunBusy(f"Run {run_id} is still running; cancel it before deleting it")
             trash = self.root / ".trash"
-            trash.mkdir(exist_ok=True)
             # The rename makes the run vanish at once; a crash during rmtree leaves only trash.
             doomed = trash / f"{run_id}.{secrets.token_hex(4)}"
-            os.replace(path, doomed)
+            with _disk(f"delete run {run_id}"):
+                trash.mkdir(exist_ok=True)
+                os.replace(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             self._index.bump()
-        for suffix in (".lock", ".worker"):
-            (self._locks_dir / f"{run_id}{suffix}").unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _status_set(status: RunStatus | str | Iterable[RunStatus | str] | None) -> set[str]:

@@ -22,6 +22,7 @@ import numpy as np
 import trimesh
 from helpers_images import png_bytes
 
+from vggt_core._atomic import temp_sibling
 from vggt_core.models import Artifacts, RunProgress, RunStatus, VGGTRun, VGGTSettings
 from vggt_core.storage import RunStore
 
@@ -98,7 +99,7 @@ def work(root: Path, log_path: Path, phase: mmap.mmap, seed: int, glb: bytes, pn
             store.save_artifact(run_id, "glb", glb)
         else:
             at("artifact_stream")  # as a download streams: a temp name, then moved into place
-            tmp = store.temp_path(run_id, "glb")
+            tmp = temp_sibling(store.artifact_path(run_id, "glb"))
             with tmp.open("xb") as out:
                 for offset in range(0, len(glb), CHUNK):
                     out.write(glb[offset : offset + CHUNK])

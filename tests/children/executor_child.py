@@ -1,4 +1,4 @@
-"""Runs a RunExecutor in a process of its own for the restart tests, until it is killed.
+"""Runs a StudioService in a process of its own for the restart tests, until it is killed.
 
 Usage: executor_child.py RUN_ID [RUN_ID ...]. The configuration comes from the environment
 (VGGT_BACKEND, VGGT_STORAGE_DIR, VGGT_MAX_CONCURRENT_RUNS, …), as the app's does. Submits the
@@ -10,14 +10,14 @@ from __future__ import annotations
 import sys
 import time
 
-from vggt_core import RunExecutor, RunStore, load_settings
+from vggt_core import StudioService, load_settings
 
 
 def main() -> None:
     settings = load_settings()
-    executor = RunExecutor(RunStore.from_settings(settings), settings)
+    executor = StudioService(settings)
     for run_id in sys.argv[1:]:
-        executor.submit(run_id)
+        executor.start(run_id)
     print("submitted", flush=True)
     while True:
         time.sleep(3600)
