@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import streamlit as st
@@ -20,9 +20,6 @@ from vggt_core import (
 )
 
 from .common import md_escape
-
-if TYPE_CHECKING:
-    pass
 
 # --- entry point ----------------------------------------------------------------------------
 

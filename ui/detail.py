@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import streamlit as st
 
 from vggt_core import (
@@ -20,9 +18,6 @@ from .images import run_thumbnails
 from .preview import downloads, preview
 from .runs import polling_fragment, run_action
 from .status import progress_panel, status_badge, step_indicator
-
-if TYPE_CHECKING:
-    pass
 
 # --- one run's detail (History) -------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import streamlit as st
 
@@ -30,9 +30,6 @@ from .common import (
 )
 from .preview import downloads, preview
 from .status import progress_panel, status_badge, step_indicator
-
-if TYPE_CHECKING:
-    pass
 
 # --- runs started in this session, and starting one -----------------------------------------
 
