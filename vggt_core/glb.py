@@ -1,4 +1,4 @@
-"""Reading the GLB that VGGT writes, fast; preview sampling, stats and PLY export.
+"""Reading the GLB that VGGT writes, fast; preview sampling and PLY export.
 
 The reader parses the GLB container and its JSON itself and maps the binary chunk with numpy:
 a 2,000,000-point scene reads in tens of milliseconds, without trimesh's per-geometry work.
@@ -26,13 +26,11 @@ __all__ = [
     "DEFAULT_PREVIEW_POINTS",
     "GLBError",
     "GLBScene",
-    "GLBStats",
     "export_ply",
     "parse_glb",
     "preview_figure",
     "read_glb",
     "sample_indices",
-    "stats",
 ]
 
 DEFAULT_PREVIEW_POINTS: Final = 200_000
@@ -103,25 +101,6 @@ class GLBScene:
     def point_count(self) -> int:
         """Number of points in the cloud."""
         return int(self.points.shape[0])
-
-
-@dataclass(frozen=True, slots=True)
-class GLBStats:
-    """What a person wants to know about a GLB before looking at it."""
-
-    points: int
-    cameras: int
-    bounds_min: tuple[float, float, float] | None  # None when there are no (finite) points
-    bounds_max: tuple[float, float, float] | None
-    file_size: int
-
-    @property
-    def extent(self) -> tuple[float, float, float] | None:
-        """Size of the bounding box along x, y, z."""
-        if self.bounds_min is None or self.bounds_max is None:
-            return None
-        lo, hi = self.bounds_min, self.bounds_max
-        return (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,7 +589,7 @@ def _merge_points(parts: list[_PointsPart]) -> tuple[NDArray[np.float32], NDArra
 
 
 # --------------------------------------------------------------------------------------------
-# Sampling and stats
+# Sampling
 # --------------------------------------------------------------------------------------------
 
 
@@ -626,26 +605,6 @@ def sample_indices(
     indices = rng.choice(n, size=budget, replace=False, shuffle=False).astype(np.int64)
     indices.sort()  # ascending indices gather faster and keep the file's order
     return indices
-
-
-def stats(source: GLBScene | str | os.PathLike[str]) -> GLBStats:
-    """Point count, camera count, bounding box and file size of a scene or GLB file."""
-    scene = source if isinstance(source, GLBScene) else read_glb(source)
-    points = scene.points
-    bounds_min = bounds_max = None
-    if points.shape[0]:
-        # Column by column: a reduction over axis 0 of an (N, 3) array is ~20× slower.
-        lo = [float(np.fmin.reduce(points[:, axis])) for axis in range(3)]
-        hi = [float(np.fmax.reduce(points[:, axis])) for axis in range(3)]
-        if all(math.isfinite(v) for v in lo + hi):
-            bounds_min, bounds_max = (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])
-    return GLBStats(
-        points=scene.point_count,
-        cameras=len(scene.cameras),
-        bounds_min=bounds_min,
-        bounds_max=bounds_max,
-        file_size=scene.file_size,
-    )
 
 
 # --------------------------------------------------------------------------------------------
