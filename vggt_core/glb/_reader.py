@@ -1,8 +1,4 @@
-"""Reading the GLB that VGGT writes, fast; preview sampling and PLY export.
-
-The reader parses the GLB container and its JSON itself and maps the binary chunk with numpy:
-a 2,000,000-point scene reads in tens of milliseconds, without trimesh's per-geometry work.
-"""
+"""Parsing GLB files and bytes: the container, the glTF JSON, accessors and the node tree."""
 
 from __future__ import annotations
 
@@ -10,31 +6,17 @@ import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
+from ._scene import GLBError, GLBScene, _merge_points, _PointsPart, _transform
 
-__all__ = [
-    "DEFAULT_PREVIEW_POINTS",
-    "GLBError",
-    "GLBScene",
-    "export_ply",
-    "parse_glb",
-    "preview_figure",
-    "read_glb",
-    "sample_indices",
-]
-
-DEFAULT_PREVIEW_POINTS: Final = 200_000
-DEFAULT_POINT_COLOR: Final = (180, 180, 180)  # for points that carry no COLOR_0
+# The reader parses the GLB container and its JSON itself and maps the binary chunk with numpy:
+# a 2,000,000-point scene reads in tens of milliseconds, without trimesh's per-geometry work.
 
 _GLB_MAGIC: Final = b"glTF"
 _CHUNK_JSON: Final = 0x4E4F534A
@@ -70,42 +52,9 @@ _TYPE_SIZES: Final = {
     "MAT4": 16,
 }
 
-_BACKGROUND: Final = "#0e1117"
-_TEXT_COLOR: Final = "#fafafa"
-_CAMERA_COLOR: Final = "#ff4b4b"
-_PALETTE_BITS: Final = 5
-_BLOCK: Final = 1 << 16  # rows per block of elementwise work
 # Nodes may instance one mesh many times; a few hundred bytes of JSON could then ask for
 # gigabytes. No VGGT result comes near this many vertices (100 frames are ~20 million points).
 _MAX_VERTICES: Final = 100_000_000
-
-
-class GLBError(ValueError):
-    """The file is not a GLB this reader understands; the message says why, for a person."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class GLBScene:
-    """A GLB's point cloud and camera meshes, in world coordinates (node transforms applied).
-
-    Arrays may be views of the file's bytes (read-only when parsed from `bytes`).
-    """
-
-    points: NDArray[np.float32]  # (N, 3)
-    colors: NDArray[np.uint8]  # (N, 3) RGB
-    cameras: list[tuple[NDArray[np.float32], NDArray[np.int64]]]  # (V, 3) vertices, (F, 3) faces
-    file_size: int
-    name: str = "GLB"
-
-    @property
-    def point_count(self) -> int:
-        """Number of points in the cloud."""
-        return int(self.points.shape[0])
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
 
 
 def read_glb(path: str | os.PathLike[str]) -> GLBScene:
@@ -166,13 +115,6 @@ def _parse(buf: NDArray[np.uint8], name: str) -> GLBScene:
     except (IndexError, KeyError, TypeError, ValueError, OverflowError, struct.error) as exc:
         # A backstop: every case we know of is checked explicitly with a clearer message.
         raise GLBError(f"{name} is not a valid GLB ({type(exc).__name__}: {exc})") from exc
-
-
-@dataclass(slots=True)
-class _PointsPart:
-    positions: NDArray[np.float32]
-    colors: NDArray[Any] | None
-    matrix: NDArray[np.float64]
 
 
 class _Reader:
@@ -514,312 +456,3 @@ def _quaternion_matrix(x: float, y: float, z: float, w: float) -> NDArray[np.flo
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
-
-
-def _transform(
-    positions: NDArray[np.float32],
-    matrix: NDArray[np.float64],
-    out: NDArray[np.float32] | None = None,
-) -> NDArray[np.float32]:
-    """Positions moved by an affine matrix; the input itself when the matrix is the identity."""
-    if out is None:
-        if np.array_equal(matrix, np.eye(4)):
-            return positions
-        out = np.empty(positions.shape, dtype=np.float32)
-    rotation = matrix[:3, :3].astype(np.float32)
-    shift = matrix[:3, 3].astype(np.float32)
-    # Plain elementwise work in cache-sized blocks, not matmul: OpenBLAS's threads spin-wait and
-    # slow down 20-fold on a busy 2-core host, and a whole-array expression needs 24 MB of temps.
-    scratch = np.empty(min(positions.shape[0], _BLOCK), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, positions.shape[0], _BLOCK):
-            block = positions[start : start + _BLOCK]
-            target = out[start : start + _BLOCK]
-            tmp = scratch[: block.shape[0]]
-            for row in range(3):
-                column = target[:, row]
-                np.multiply(block[:, 0], rotation[row, 0], out=column)
-                np.multiply(block[:, 1], rotation[row, 1], out=tmp)
-                column += tmp
-                np.multiply(block[:, 2], rotation[row, 2], out=tmp)
-                column += tmp
-                column += shift[row]
-    return out
-
-
-def _rgb8(colors: NDArray[Any] | None, count: int) -> NDArray[np.uint8]:
-    """COLOR_0 of any supported kind as uint8 RGB (a view for uint8 input)."""
-    if colors is None:
-        return np.broadcast_to(np.array(DEFAULT_POINT_COLOR, dtype=np.uint8), (count, 3))
-    rgb = colors[:, :3]
-    if rgb.dtype == np.uint8:
-        return rgb
-    if rgb.dtype == np.uint16:
-        return ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    scaled = np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0) * 255.0 + 0.5
-    return scaled.astype(np.uint8)
-
-
-def _merge_points(parts: list[_PointsPart]) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
-    """All POINTS primitives as one array of world positions and one of RGB colours."""
-    if not parts:
-        return np.zeros((0, 3), dtype=np.float32), np.zeros((0, 3), dtype=np.uint8)
-    if len(parts) == 1:
-        part = parts[0]
-        xyz = _transform(part.positions, part.matrix)
-        rgb = _rgb8(part.colors, xyz.shape[0])
-        if xyz is not part.positions:
-            # The positions were copied anyway, so copy the 3 bytes a point of colour too and let
-            # the whole file's buffer go: a kept scene then holds 15 bytes a point, not 16 + 12.
-            rgb = np.ascontiguousarray(rgb)
-        return xyz, rgb
-    total = sum(part.positions.shape[0] for part in parts)
-    xyz = np.empty((total, 3), dtype=np.float32)
-    rgb = np.empty((total, 3), dtype=np.uint8)
-    start = 0
-    for part in parts:
-        end = start + part.positions.shape[0]
-        if np.array_equal(part.matrix, np.eye(4)):
-            xyz[start:end] = part.positions
-        else:
-            _transform(part.positions, part.matrix, out=xyz[start:end])
-        rgb[start:end] = _rgb8(part.colors, end - start)
-        start = end
-    return xyz, rgb
-
-
-# --------------------------------------------------------------------------------------------
-# Sampling
-# --------------------------------------------------------------------------------------------
-
-
-def sample_indices(
-    n: int, budget: int = DEFAULT_PREVIEW_POINTS, seed: int = 0
-) -> NDArray[np.int64]:
-    """Sorted indices of a deterministic random sample of at most `budget` of `n` points."""
-    if n < 0 or budget < 0:
-        raise ValueError(f"n and budget must not be negative (got n={n}, budget={budget})")
-    if n <= budget:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    indices = rng.choice(n, size=budget, replace=False, shuffle=False).astype(np.int64)
-    indices.sort()  # ascending indices gather faster and keep the file's order
-    return indices
-
-
-# --------------------------------------------------------------------------------------------
-# Preview figure
-# --------------------------------------------------------------------------------------------
-
-
-def _palette(colors: NDArray[np.uint8]) -> tuple[NDArray[np.uint16], int, list[list[Any]]]:
-    """Colours as indices into a palette of the 15-bit colours in use: (indices, cmax, scale)."""
-    levels = (1 << _PALETTE_BITS) - 1
-    q = (colors.astype(np.uint16) * levels + 127) // 255
-    code = (q[:, 0] << (2 * _PALETTE_BITS)) | (q[:, 1] << _PALETTE_BITS) | q[:, 2]
-    present = np.bincount(code, minlength=1 << (3 * _PALETTE_BITS)) > 0
-    used = np.flatnonzero(present)
-    index = (np.cumsum(present) - 1).astype(np.uint16)[code]
-    r = (used >> (2 * _PALETTE_BITS)) & levels
-    g = (used >> _PALETTE_BITS) & levels
-    b = used & levels
-    rgb = (((r * 255 + 15) // levels) << 16) | (((g * 255 + 15) // levels) << 8)
-    rgb |= (b * 255 + 15) // levels
-    hexes = [f"#{v:06x}" for v in rgb.tolist()]
-    # Index i sits at i / cmax on the scale, and stop i is placed exactly there. cmax is a power
-    # of ten so the stops print short ("0.01234", not "0.012340000406..."); both sides compute
-    # the same correctly rounded double. A last stop at 1 closes the scale.
-    cmax = 10 ** len(str(len(hexes) - 1))
-    stops = (np.arange(len(hexes)) / cmax).tolist()
-    scale = [[s, h] for s, h in zip(stops, hexes, strict=True)]
-    scale.append([1.0, hexes[-1]])
-    return index, cmax, scale
-
-
-def _camera_lines(
-    cameras: list[tuple[NDArray[np.float32], NDArray[np.int64]]],
-) -> tuple[list[float | None], list[float | None], list[float | None]]:
-    """Every camera mesh's edges as line segments separated by None."""
-    xs: list[float | None] = []
-    ys: list[float | None] = []
-    zs: list[float | None] = []
-    for vertices, faces in cameras:
-        if faces.size == 0:
-            continue
-        edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-        edges = np.unique(np.sort(edges, axis=1), axis=0)
-        for a, b in edges.tolist():
-            (xa, ya, za), (xb, yb, zb) = vertices[a].tolist(), vertices[b].tolist()
-            xs += [xa, xb, None]
-            ys += [ya, yb, None]
-            zs += [za, zb, None]
-    return xs, ys, zs
-
-
-def preview_figure(
-    scene: GLBScene,
-    budget: int = DEFAULT_PREVIEW_POINTS,
-    seed: int = 0,
-    title: str | None = None,
-    point_size: float = 1.5,
-) -> go.Figure:
-    """A plotly 3D figure of a deterministic sample of the points and the camera wireframes.
-
-    `fig.layout.meta` holds {"shown_points", "total_points", "cameras"} for a "showing N of M" note;
-    the default title says the same, and `title=""` leaves it (and its margin) out.
-    """
-    import plotly.graph_objects as go
-
-    total = scene.point_count
-    indices = sample_indices(total, budget, seed)
-    shown = int(indices.size)
-    if shown == total:
-        xyz, rgb = scene.points, scene.colors
-    else:
-        xyz, rgb = scene.points[indices], scene.colors[indices]
-    columns = np.ascontiguousarray(xyz.T)
-
-    traces: list[dict[str, Any]] = []
-    if shown:
-        codes, cmax, colorscale = _palette(rgb)
-        # Colours: per-point "rgb(r,g,b)" strings cost ~6 s through plotly's validators and ~38
-        # bytes a point; instead each point carries a uint16 index into a palette of the 15-bit
-        # (5 bits a channel, max error 4/255) colours actually used, given as a colorscale whose
-        # stop i is colour i. Positions and indices go out as base64 typed arrays (f4, u2). The
-        # trace goes in unvalidated because validating a colorscale of up to 32,768 stops alone
-        # takes seconds; tests validate the same figure once to prove it is well-formed.
-        traces.append(
-            {
-                "type": "scatter3d",
-                "name": "points",
-                "mode": "markers",
-                "x": columns[0],
-                "y": columns[1],
-                "z": columns[2],
-                "marker": {
-                    "size": point_size,
-                    "color": codes,
-                    "colorscale": colorscale,
-                    "cmin": 0,
-                    "cmax": cmax,
-                    "cauto": False,
-                    "showscale": False,
-                },
-                "hoverinfo": "skip",
-                "showlegend": False,
-            }
-        )
-    if title is None:
-        cams = len(scene.cameras)
-        title = f"Showing {shown:,} of {total:,} points · {cams} camera{'' if cams == 1 else 's'}"
-    hidden_axis = {"visible": False, "showspikes": False}
-    layout = dict(
-        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 13}},
-        paper_bgcolor=_BACKGROUND,
-        plot_bgcolor=_BACKGROUND,
-        font={"color": _TEXT_COLOR},
-        margin={"l": 0, "r": 0, "t": 32 if title else 0, "b": 0},
-        showlegend=False,
-        uirevision="vggt-preview",  # keep the user's orbit/zoom across Streamlit reruns
-        meta={"shown_points": shown, "total_points": total, "cameras": len(scene.cameras)},
-        scene={
-            "aspectmode": "data",
-            "bgcolor": _BACKGROUND,
-            "xaxis": dict(hidden_axis),
-            "yaxis": dict(hidden_axis),
-            "zaxis": dict(hidden_axis),
-            "dragmode": "orbit",
-            # VGGT's scene is the first camera's frame turned to y-up, looking along +z:
-            # start from behind that camera so the preview opens on what it saw.
-            "camera": {
-                "up": {"x": 0, "y": 1, "z": 0},
-                "eye": {"x": 0.0, "y": 0.2, "z": -1.6},
-                "center": {"x": 0, "y": 0, "z": 0},
-            },
-        },
-    )
-    # Built unvalidated like the points trace (plotly's layout validation costs ~25 ms); the
-    # tests validate the whole figure.
-    fig = go.Figure(data=traces, layout=layout, _validate=False)
-    fig._validate = True  # whatever the caller adds from here on is validated as usual
-    if scene.cameras:
-        xs, ys, zs = _camera_lines(scene.cameras)
-        fig.add_trace(
-            go.Scatter3d(
-                x=xs,
-                y=ys,
-                z=zs,
-                mode="lines",
-                name="cameras",
-                line={"color": _CAMERA_COLOR, "width": 2},
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
-
-    return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Export
-# --------------------------------------------------------------------------------------------
-
-_PLY_DTYPE: Final = np.dtype(
-    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-)
-_PLY_CHUNK: Final = 1 << 20
-
-
-def export_ply(scene: GLBScene, dest: str | os.PathLike[str]) -> Path:
-    """Write the points as binary little-endian PLY (x, y, z float; red, green, blue uchar).
-
-    Written to a temporary file in the same folder, fsynced, then renamed over `dest`.
-    """
-    target = Path(dest)
-    count = scene.point_count
-    header = (
-        "ply\n"
-        "format binary_little_endian 1.0\n"
-        "comment written by VGGT Studio\n"
-        f"element vertex {count}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
-        "end_header\n"
-    ).encode("ascii")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide the export from others
-            fh.write(header)
-            records = np.empty(min(count, _PLY_CHUNK), dtype=_PLY_DTYPE)
-            for start in range(0, count, _PLY_CHUNK):
-                end = min(count, start + _PLY_CHUNK)
-                chunk = records[: end - start]
-                for axis, field in enumerate(("x", "y", "z")):
-                    chunk[field] = scene.points[start:end, axis]
-                for channel, field in enumerate(("red", "green", "blue")):
-                    chunk[field] = scene.colors[start:end, channel]
-                fh.write(chunk.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-    return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable; not every platform can open a folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
