@@ -28,7 +28,6 @@ from vggt_core.glb import (
     preview_figure,
     read_glb,
     sample_indices,
-    stats,
 )
 
 FUZZ = settings(
@@ -328,26 +327,12 @@ def test_scene_without_points() -> None:
     result = parse_glb(vggt_like_glb(points=0, cameras=2))
     assert result.points.shape == (0, 3)
     assert len(result.cameras) == 2
-    s = stats(result)
-    assert (s.points, s.cameras, s.bounds_min) == (0, 2, None)
     fig = preview_figure(result)
     assert [t.mode for t in fig.data] == ["lines"]
     assert fig.layout.meta["total_points"] == 0
 
 
-# ---- stats and sampling -------------------------------------------------------------------
-
-
-def test_stats(tmp_path: Path) -> None:
-    path = tmp_path / "scene.glb"
-    path.write_bytes(vggt_like_glb())
-    scene = read_glb(path)
-    for s in (stats(scene), stats(path), stats(str(path))):
-        assert s.points == 500 and s.cameras == 3
-        assert s.file_size == path.stat().st_size
-        np.testing.assert_allclose(s.bounds_min, scene.points.min(axis=0))
-        np.testing.assert_allclose(s.bounds_max, scene.points.max(axis=0))
-        assert s.extent is not None and all(e > 0 for e in s.extent)
+# ---- sampling -----------------------------------------------------------------------------
 
 
 @given(n=st.integers(0, 50_000), budget=st.integers(0, 60_000), seed=st.integers(0, 2**32))
@@ -713,7 +698,7 @@ def test_no_stray_warnings_from_garbage_numbers() -> None:
     with np.errstate(all="raise"):
         result = parse_glb(points_glb(positions, None, [node]))
     assert result.points.shape == (1, 3)
-    assert stats(result).bounds_min is None  # infinite after the transform
+    assert not np.isfinite(result.points).all()  # infinite after the transform
 
 
 def test_read_glb_accepts_os_pathlike(tmp_path: Path) -> None:

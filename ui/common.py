@@ -6,7 +6,7 @@ import contextlib
 import math
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
@@ -15,9 +15,6 @@ from vggt_core import (
     RunStatus,
     VGGTRun,
 )
-
-if TYPE_CHECKING:
-    pass
 
 POLL_SECONDS = 1.5
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import streamlit as st
 
 from vggt_core import (
@@ -12,9 +10,6 @@ from vggt_core import (
 )
 
 from .common import STATUS_STYLE, STEPS, elapsed_s, fmt_duration, md_escape, upload_saving
-
-if TYPE_CHECKING:
-    pass
 
 # --- status widgets -------------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""A deterministic point sample and the plotly 3D preview figure of a GLBScene."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._scene import GLBScene
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+DEFAULT_PREVIEW_POINTS: Final = 200_000
+
+_BACKGROUND: Final = "#0e1117"
+_TEXT_COLOR: Final = "#fafafa"
+_CAMERA_COLOR: Final = "#ff4b4b"
+_PALETTE_BITS: Final = 5
+
+
+def sample_indices(
+    n: int, budget: int = DEFAULT_PREVIEW_POINTS, seed: int = 0
+) -> NDArray[np.int64]:
+    """Sorted indices of a deterministic random sample of at most `budget` of `n` points."""
+    if n < 0 or budget < 0:
+        raise ValueError(f"n and budget must not be negative (got n={n}, budget={budget})")
+    if n <= budget:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(n, size=budget, replace=False, shuffle=False).astype(np.int64)
+    indices.sort()  # ascending indices gather faster and keep the file's order
+    return indices
+
+
+def _palette(colors: NDArray[np.uint8]) -> tuple[NDArray[np.uint16], int, list[list[Any]]]:
+    """Colours as indices into a palette of the 15-bit colours in use: (indices, cmax, scale)."""
+    levels = (1 << _PALETTE_BITS) - 1
+    q = (colors.astype(np.uint16) * levels + 127) // 255
+    code = (q[:, 0] << (2 * _PALETTE_BITS)) | (q[:, 1] << _PALETTE_BITS) | q[:, 2]
+    present = np.bincount(code, minlength=1 << (3 * _PALETTE_BITS)) > 0
+    used = np.flatnonzero(present)
+    index = (np.cumsum(present) - 1).astype(np.uint16)[code]
+    r = (used >> (2 * _PALETTE_BITS)) & levels
+    g = (used >> _PALETTE_BITS) & levels
+    b = used & levels
+    rgb = (((r * 255 + 15) // levels) << 16) | (((g * 255 + 15) // levels) << 8)
+    rgb |= (b * 255 + 15) // levels
+    hexes = [f"#{v:06x}" for v in rgb.tolist()]
+    # Index i sits at i / cmax on the scale, and stop i is placed exactly there. cmax is a power
+    # of ten so the stops print short ("0.01234", not "0.012340000406..."); both sides compute
+    # the same correctly rounded double. A last stop at 1 closes the scale.
+    cmax = 10 ** len(str(len(hexes) - 1))
+    stops = (np.arange(len(hexes)) / cmax).tolist()
+    scale = [[s, h] for s, h in zip(stops, hexes, strict=True)]
+    scale.append([1.0, hexes[-1]])
+    return index, cmax, scale
+
+
+def _camera_lines(
+    cameras: list[tuple[NDArray[np.float32], NDArray[np.int64]]],
+) -> tuple[list[float | None], list[float | None], list[float | None]]:
+    """Every camera mesh's edges as line segments separated by None."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    zs: list[float | None] = []
+    for vertices, faces in cameras:
+        if faces.size == 0:
+            continue
+        edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        edges = np.unique(np.sort(edges, axis=1), axis=0)
+        for a, b in edges.tolist():
+            (xa, ya, za), (xb, yb, zb) = vertices[a].tolist(), vertices[b].tolist()
+            xs += [xa, xb, None]
+            ys += [ya, yb, None]
+            zs += [za, zb, None]
+    return xs, ys, zs
+
+
+def preview_figure(
+    scene: GLBScene,
+    budget: int = DEFAULT_PREVIEW_POINTS,
+    seed: int = 0,
+    title: str | None = None,
+    point_size: float = 1.5,
+) -> go.Figure:
+    """A plotly 3D figure of a deterministic point sample and the camera wireframes; layout.meta
+    holds shown_points, total_points and cameras, as the default title does (title="" drops it)."""
+    import plotly.graph_objects as go
+
+    total = scene.point_count
+    indices = sample_indices(total, budget, seed)
+    shown = int(indices.size)
+    if shown == total:
+        xyz, rgb = scene.points, scene.colors
+    else:
+        xyz, rgb = scene.points[indices], scene.colors[indices]
+    columns = np.ascontiguousarray(xyz.T)
+
+    traces: list[dict[str, Any]] = []
+    if shown:
+        codes, cmax, colorscale = _palette(rgb)
+        # Colours: per-point "rgb(r,g,b)" strings cost ~6 s through plotly's validators and ~38
+        # bytes a point; instead each point carries a uint16 index into a palette of the 15-bit
+        # (5 bits a channel, max error 4/255) colours actually used, given as a colorscale whose
+        # stop i is colour i. Positions and indices go out as base64 typed arrays (f4, u2). The
+        # trace goes in unvalidated because validating a colorscale of up to 32,768 stops alone
+        # takes seconds; tests validate the same figure once to prove it is well-formed.
+        traces.append(
+            {
+                "type": "scatter3d",
+                "name": "points",
+                "mode": "markers",
+                "x": columns[0],
+                "y": columns[1],
+                "z": columns[2],
+                "marker": {
+                    "size": point_size,
+                    "color": codes,
+                    "colorscale": colorscale,
+                    "cmin": 0,
+                    "cmax": cmax,
+                    "cauto": False,
+                    "showscale": False,
+                },
+                "hoverinfo": "skip",
+                "showlegend": False,
+            }
+        )
+    if title is None:
+        cams = len(scene.cameras)
+        title = f"Showing {shown:,} of {total:,} points · {cams} camera{'' if cams == 1 else 's'}"
+    hidden_axis = {"visible": False, "showspikes": False}
+    layout = dict(
+        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 13}},
+        paper_bgcolor=_BACKGROUND,
+        plot_bgcolor=_BACKGROUND,
+        font={"color": _TEXT_COLOR},
+        margin={"l": 0, "r": 0, "t": 32 if title else 0, "b": 0},
+        showlegend=False,
+        uirevision="vggt-preview",  # keep the user's orbit/zoom across Streamlit reruns
+        meta={"shown_points": shown, "total_points": total, "cameras": len(scene.cameras)},
+        scene={
+            "aspectmode": "data",
+            "bgcolor": _BACKGROUND,
+            "xaxis": dict(hidden_axis),
+            "yaxis": dict(hidden_axis),
+            "zaxis": dict(hidden_axis),
+            "dragmode": "orbit",
+            # VGGT's scene is the first camera's frame turned to y-up, looking along +z:
+            # start from behind that camera so the preview opens on what it saw.
+            "camera": {
+                "up": {"x": 0, "y": 1, "z": 0},
+                "eye": {"x": 0.0, "y": 0.2, "z": -1.6},
+                "center": {"x": 0, "y": 0, "z": 0},
+            },
+        },
+    )
+    # Built unvalidated like the points trace (plotly's layout validation costs ~25 ms); the
+    # tests validate the whole figure.
+    fig = go.Figure(data=traces, layout=layout, _validate=False)
+    fig._validate = True  # whatever the caller adds from here on is validated as usual
+    if scene.cameras:
+        xs, ys, zs = _camera_lines(scene.cameras)
+        fig.add_trace(
+            go.Scatter3d(
+                x=xs,
+                y=ys,
+                z=zs,
+                mode="lines",
+                name="cameras",
+                line={"color": _CAMERA_COLOR, "width": 2},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+
+    return fig
