@@ -38,6 +38,7 @@ browser:  ## Debian's chromium for the browser tests (Playwright's own download 
 lint: $(VENV)/.deps-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: $(VENV)/.deps-dev browser lint  ## the whole suite: lint, unit, integration, AppTest, browser
 	$(PY) -m pytest

@@ -112,7 +112,9 @@ def check_storage(root: Path, log: Path, png: bytes) -> int:
             assert run.artifacts.glb is None, "metadata names an artifact that is not there"
         for name in os.listdir(folder):
             # Only leftovers of an interrupted write may sit beside the run's own files.
-            assert name in {"images", "metadata.json", "scene.glb"} or name.startswith(".tmp-")
+            assert name in {"images", "metadata.json", "scene.glb", ".lock", ".worker"} or (
+                name.startswith(".tmp-")
+            )
         paths = store.image_paths(run.run_id)
         assert [p.name for p in paths] == sorted(run.images)
         for path in paths:

@@ -254,7 +254,7 @@ def test_property_executor_refuses_any_run_id_it_does_not_hold(tmp_path_factory,
     before = tree(top)
     TRIED["executor run ids"] += 1
     try:
-        for call in (executor.submit, executor.retry, executor.cancel, executor.wait):
+        for call in (executor.start, executor.retry, executor.cancel, executor.wait):
             with pytest.raises(StorageError):
                 call(run_id)
         assert executor.is_running_here(run_id) is False

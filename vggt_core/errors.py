@@ -273,7 +273,8 @@ def _space_state(exc: BaseException, c: _Context) -> SpaceError | None:
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
+    chain: list[BaseException] = []
+    seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen and len(chain) < 10:
         seen.add(id(current))

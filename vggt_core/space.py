@@ -25,7 +25,7 @@ from gradio_client import Client, handle_file
 from gradio_client.utils import Status
 
 from ._atomic import commit_file, temp_sibling
-from .errors import SpaceCancelled, SpaceError, explain_error, public_backend
+from .errors import SpaceCancelled, SpaceError, explain_error, public_backend, storage_error
 from .models import VGGTSettings
 
 __all__ = [
@@ -176,7 +176,7 @@ class VGGTSpace:
                 token=self._token or False,  # None would send a locally saved token
                 verbose=False,
                 download_files=False,
-                ssl_verify=_tls_context(),  # type: ignore[arg-type]  # passed on as httpx's verify=
+                ssl_verify=_tls_context(),  # passed on as httpx's verify=
                 httpx_kwargs={"timeout": self._timeout()},
                 analytics_enabled=False,
             )
@@ -259,7 +259,8 @@ class SpaceSession:
                 pool.shutdown(wait=False, cancel_futures=True)
 
     def _endpoint(self, name: str) -> dict[str, Any] | None:
-        return self.api.get("named_endpoints", {}).get(name)
+        endpoint: dict[str, Any] | None = self.api.get("named_endpoints", {}).get(name)
+        return endpoint
 
     def missing_api(self) -> list[str]:
         """What this app needs but the backend does not serve, one sentence each."""
@@ -444,6 +445,8 @@ class SpaceSession:
             return size
         except SpaceError:
             raise
+        except OSError as exc:  # httpx wraps network errors: a raw OSError is our own disk's
+            raise storage_error(exc, f"save the {label}") from exc
         except Exception as exc:
             raise self.space._explain(exc) from exc
         finally:
@@ -453,8 +456,10 @@ class SpaceSession:
 def _stream_error(streams: list[concurrent.futures.Future[Any]]) -> BaseException | None:
     """Why the client's event stream ended, when it ended by an error."""
     for stream in reversed(streams):
-        if stream.done() and not stream.cancelled() and stream.exception() is not None:
-            return stream.exception()
+        if stream.done() and not stream.cancelled():
+            error: BaseException | None = stream.exception()
+            if error is not None:
+                return error
     return None
 
 

@@ -8,7 +8,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,7 +68,7 @@ def read_glb(path: str | os.PathLike[str]) -> GLBScene:
             _check_header(head, size, name)
             buf = np.empty(size, dtype=np.uint8)
             buf[:12] = np.frombuffer(head, dtype=np.uint8)
-            got = fh.readinto(memoryview(buf)[12:])
+            got = fh.readinto(buf[12:].data)
     except FileNotFoundError:
         raise GLBError(f"{name} does not exist ({p})") from None
     except IsADirectoryError:
@@ -138,7 +138,7 @@ class _Reader:
     # ---- container ------------------------------------------------------------------------
 
     def _chunk_header(self, pos: int) -> tuple[int, int]:
-        length, kind = struct.unpack_from("<II", self.buf, pos)
+        length, kind = struct.unpack_from("<II", self.buf.data, pos)
         if pos + 8 + length > self.size:
             raise GLBError(
                 f"{self.name} is truncated or corrupt: a chunk at byte {pos:,} claims "
@@ -435,7 +435,7 @@ class _Reader:
         return np.stack([first, second, flat[k + 2]], axis=1)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

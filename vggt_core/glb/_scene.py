@@ -83,7 +83,7 @@ def _rgb8(colors: NDArray[Any] | None, count: int) -> NDArray[np.uint8]:
     if rgb.dtype == np.uint16:
         return ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     scaled = np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0) * 255.0 + 0.5
-    return scaled.astype(np.uint8)
+    return np.asarray(scaled, dtype=np.uint8)
 
 
 def _merge_points(parts: list[_PointsPart]) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:

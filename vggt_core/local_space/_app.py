@@ -36,7 +36,7 @@ class SpaceVideo(gr.Video):
     """gr.Video taking the real Space's Gradio 5 payload, so callers written for it work here."""
 
     is_template = True  # keeps the frontend's and the API's component name "video"
-    data_model = VideoPayload
+    data_model = VideoPayload  # type: ignore[assignment]  # the Space's payload shape
 
     def preprocess(self, payload: Any) -> str | None:
         """The uploaded video's server path."""
@@ -148,7 +148,7 @@ def build_demo(stand_in: StandIn) -> gr.Blocks:
         # One listener per control, in the demo's order: /update_visualization, _1 … _6.
         viz_inputs = [target_dir_output, *settings, prediction_mode, is_example]
         for control in (*settings, prediction_mode):
-            control.change(
+            control.change(  # type: ignore[attr-defined]  # every control here has .change
                 stand_in.update_visualization, viz_inputs, [reconstruction_output, log_output]
             )
         upload_outputs = [reconstruction_output, target_dir_output, image_gallery, log_output]

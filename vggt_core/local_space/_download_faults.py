@@ -1,4 +1,4 @@
-"""ASGI middleware that makes GLB downloads fail, as the download_* options ask."""
+"""ASGI middleware: GLB downloads fail as the download_* options ask; job cancels are recorded."""
 
 import asyncio
 from typing import Any
@@ -23,6 +23,13 @@ class DownloadFaults:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one request."""
+        if (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path", "").endswith("/cancel")
+        ):
+            # Recorded so tests can tell that a client stopped its remote job.
+            self.stand_in._record("/cancel", {}, None)
         if scope["type"] != "http" or not _is_glb_download(scope.get("path", "")):
             await self.app(scope, receive, send)
             return

@@ -73,7 +73,7 @@ def integrate_camera_into_scene(
         vertices=_transform_points(complete, vertices), faces=_camera_faces(cone), process=False
     )
     # One colour per cone: vertex colours export without scipy (face colours would need it).
-    mesh.visual.vertex_colors = np.tile([*face_colors, 255], (len(mesh.vertices), 1))
+    mesh.visual.vertex_colors = np.tile([*face_colors, 255], (len(mesh.vertices), 1))  # type: ignore[union-attr]
     scene.add_geometry(mesh)
 
 

@@ -58,7 +58,7 @@ def extract_video_frames(video_path: str | Path, images_dir: Path) -> list[Path]
         clip = Image.open(video_path)
     except (OSError, ValueError) as exc:
         raise gr.Error(message) from exc
-    paths = []
+    paths: list[Path] = []
     with clip:
         if not getattr(clip, "is_animated", False):
             raise gr.Error(message)
@@ -268,7 +268,7 @@ class StandIn:
         self._record("/gradio_demo", params, request)
         # ZeroGPU refuses before the function body runs, so the error comes first.
         if self._should_fail(options, control_signature):
-            raise gr.Error(options.error)
+            raise gr.Error(options.error or "The stand-in was told to fail.")
         work = self._resolve(target_dir)
         if work is None:
             # The real demo returns one value too many here; Gradio warns and drops the extra.
@@ -283,7 +283,7 @@ class StandIn:
             raise ValueError("No images found. Check your upload.")
         predictions = run_stand_in_model(load_and_preprocess_images(image_paths))
         predictions_path = work / "predictions.npz"
-        np.savez(predictions_path, **predictions)
+        np.savez(predictions_path, **predictions)  # type: ignore[arg-type]  # numpy's stub
 
         if frame_filter is None:
             frame_filter = "All"
