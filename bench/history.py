@@ -157,26 +157,11 @@ def app_environment(storage: Path) -> Iterator[None]:
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
-def served_navigation() -> Iterator[None]:
-    """Run every AppTest run as a long-running server does once app.py called st.navigation.
+def served_navigation() -> contextlib.AbstractContextManager[None]:
+    """Run every AppTest run as a long-running server does once app.py called st.navigation."""
+    from ui.entrypoint import navigation_assumed
 
-    AppTest forgets st.navigation between runs, so each page run would otherwise start in the
-    pages/-folder mode and be rerun through app.py (the same trick as tests/app_fixtures.py).
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = init  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        PagesManager.__init__ = original  # type: ignore[method-assign]
+    return navigation_assumed()
 
 
 @contextlib.contextmanager

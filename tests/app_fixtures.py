@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers_images import jpeg_bytes, png_bytes
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
+from ui.entrypoint import navigation_assumed
 from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_settings
 from vggt_core.local_space import LocalSpace
 
@@ -46,24 +46,10 @@ def app_env(
     monkeypatch.setenv("VGGT_STORAGE_DIR", str(storage))
     monkeypatch.setenv("VGGT_PREVIEW_POINTS", str(PREVIEW_POINTS))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    warm_server(monkeypatch)
-    yield AppEnv(local_space, storage, RunStore(storage))
-
-
-def warm_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every AppTest run as a server runs once app.py has called st.navigation.
-
-    AppTest forgets before each run that st.navigation was called, so with a pages/ folder each
-    run would start in Streamlit's folder mode and the page's guard would rerun it through
-    app.py, which drops a button click made for that run. The cold start has its own test.
-    """
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    # Every AppTest run as a server runs once app.py has called st.navigation (the cold start
+    # has its own test).
+    with navigation_assumed():
+        yield AppEnv(local_space, storage, RunStore(storage))
 
 
 @pytest.fixture

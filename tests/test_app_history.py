@@ -264,7 +264,7 @@ def test_the_token_never_reaches_the_page(app_env, monkeypatch, side_executor):
 
 
 def test_cold_start_on_history_still_runs_app_py(monkeypatch, tmp_path, local_space):
-    # No warm_server patch: Streamlit runs pages/history.py on its own first; the page's guard
+    # No navigation_assumed(): Streamlit runs pages/history.py on its own first; the page's guard
     # must bring back app.py's sidebar.
     monkeypatch.setenv("VGGT_BACKEND", local_space.url)
     monkeypatch.setenv("VGGT_STORAGE_DIR", str(tmp_path))

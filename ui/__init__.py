@@ -6,7 +6,6 @@ from .app_context import (
     AppContext,
     context,
     disk_usage,
-    require_entrypoint,
 )
 from .common import (
     HISTORY_PAGE,
@@ -24,6 +23,7 @@ from .common import (
 from .detail import (
     run_detail,
 )
+from .entrypoint import navigation_assumed, require_entrypoint
 from .images import (
     review_uploads,
     upload_thumbnails,
@@ -55,6 +55,7 @@ __all__ = [
     "fmt_time",
     "live_runs",
     "md_escape",
+    "navigation_assumed",
     "polling_fragment",
     "remember_run",
     "require_entrypoint",

@@ -16,23 +16,6 @@ from vggt_core import Settings, StorageError, StudioService, load_settings
 
 from .common import md_escape
 
-# --- entry point ----------------------------------------------------------------------------
-
-
-def require_entrypoint() -> None:
-    """Rerun through app.py when Streamlit ran this page on its own (its pages/ folder mode).
-
-    With a `pages/` folder beside app.py, Streamlit runs the requested page file directly
-    until st.navigation has been called once in the process (e.g. when a fresh server's
-    first visitor opens /history): that page would lack app.py's page config and sidebar.
-    """
-    from streamlit.runtime.pages_manager import PagesManager  # no public switch exists
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False  # what st.navigation in app.py sets
-        st.rerun()
-
-
 # --- configuration and the shared service -------------------------------------------------
 
 
