@@ -9,7 +9,7 @@ import pytest
 from helpers_images import jpeg_bytes
 from pydantic import SecretStr, ValidationError
 
-from vggt_core.config import Settings, load_settings
+from vggt_core.config import Settings, describe_config_error, load_settings
 from vggt_core.storage import ImagesRejected, RunStore
 
 TOKEN = "hf_s3cr3tTOKENvalue1234567890"  # made up; asserted never to be shown
@@ -25,6 +25,7 @@ ENV_VARS = [
     "VGGT_CONNECT_TIMEOUT",
     "VGGT_READ_TIMEOUT",
     "VGGT_JOB_TIMEOUT",
+    "VGGT_DOWNLOAD_TIMEOUT",
     "VGGT_PRESIZE",
     "VGGT_PREVIEW_POINTS",
 ]
@@ -244,3 +245,112 @@ def test_store_from_settings_uses_the_configured_root_and_limits(monkeypatch, tm
         store.add_images(run.run_id, [("c.jpg", small)])
     with pytest.raises(ImagesRejected, match="megapixels"):
         store.add_images(store.create_run().run_id, [("big.jpg", jpeg_bytes(80, 60))])
+
+
+# --- every setting's range, and the message that names the variable ----------------------------
+
+TIMEOUTS = [
+    "VGGT_CONNECT_TIMEOUT",
+    "VGGT_READ_TIMEOUT",
+    "VGGT_JOB_TIMEOUT",
+    "VGGT_DOWNLOAD_TIMEOUT",
+]
+
+
+@pytest.mark.parametrize("name", TIMEOUTS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "Infinity", "1e308", "86401", "0", "-3"])
+def test_timeouts_must_be_finite_and_bounded(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    message = describe_config_error(info.value)
+    assert message == (
+        f"{name} must be a finite number of seconds between 0 and 86400, not {value}."
+    )
+
+
+@pytest.mark.parametrize("name", TIMEOUTS)
+@pytest.mark.parametrize("value", ["0.001", "86400", "2.5"])
+def test_timeouts_inside_the_range_are_accepted(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    settings = load_settings()
+    field = {
+        "VGGT_CONNECT_TIMEOUT": "connect_timeout_s",
+        "VGGT_READ_TIMEOUT": "read_timeout_s",
+        "VGGT_JOB_TIMEOUT": "job_timeout_s",
+        "VGGT_DOWNLOAD_TIMEOUT": "download_timeout_s",
+    }[name]
+    assert getattr(settings, field) == float(value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("VGGT_MAX_CONCURRENT_RUNS", "33", "a whole number from 1 to 32, not 33"),
+        ("VGGT_MAX_CONCURRENT_RUNS", "two", "a whole number from 1 to 32, not two"),
+        ("VGGT_MAX_IMAGES", "0", "a whole number from 1 to 10000, not 0"),
+        ("VGGT_MAX_IMAGES", "1000000000", "a whole number from 1 to 10000, not 1000000000"),
+        ("VGGT_MAX_IMAGE_BYTES", "1e30", "a whole number from 1 to 1073741824, not 1e30"),
+        ("VGGT_MAX_IMAGE_PIXELS", "inf", "a whole number from 1 to 1000000000, not inf"),
+        ("VGGT_PREVIEW_POINTS", "999", "a whole number from 1000 to 10000000, not 999"),
+        (
+            "VGGT_PREVIEW_POINTS",
+            "99999999999",
+            "a whole number from 1000 to 10000000, not 99999999999",
+        ),
+        ("VGGT_PRESIZE", "perhaps", "true or false, not perhaps"),
+        ("VGGT_BACKEND", "   ", "a Space id (owner/name) or an http(s):// URL, not '   '"),
+        (
+            "VGGT_BACKEND",
+            "ftp://x/y",
+            "a Space id (owner/name) or an http(s):// URL, not ftp://x/y",
+        ),
+        ("VGGT_BACKEND", "http://", "a Space id (owner/name) or an http(s):// URL, not http://"),
+        (
+            "VGGT_BACKEND",
+            "just-a-name",
+            "a Space id (owner/name) or an http(s):// URL, not just-a-name",
+        ),
+    ],
+)
+def test_every_setting_says_its_range_by_its_variable(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert describe_config_error(info.value) == f"{name} must be {expected}."
+
+
+def test_overrides_by_field_name_are_described_by_their_variable():
+    with pytest.raises(ValidationError) as info:
+        load_settings({"read_timeout_s": float("inf"), "max_concurrent_runs": 0})
+    assert describe_config_error(info.value) == (
+        "VGGT_MAX_CONCURRENT_RUNS must be a whole number from 1 to 32, not 0. "
+        "VGGT_READ_TIMEOUT must be a finite number of seconds between 0 and 86400, not inf."
+    )
+
+
+def test_a_long_or_unprintable_value_is_shown_bounded():
+    with pytest.raises(ValidationError) as info:
+        load_settings({"VGGT_READ_TIMEOUT": "9" * 5000 + "\x00"})
+    message = describe_config_error(info.value)
+    assert message.startswith("VGGT_READ_TIMEOUT must be a finite number of seconds")
+    assert len(message) < 200 and "\x00" not in message
+
+
+def test_the_token_is_never_shown_in_a_config_message(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("VGGT_READ_TIMEOUT", "inf")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert TOKEN not in describe_config_error(info.value)
+
+
+def test_valid_backends_are_accepted(monkeypatch):
+    for backend in (
+        "facebook/vggt",
+        "you/vggt.copy-2",
+        "http://127.0.0.1:7860",
+        "https://x.hf.space/",
+    ):
+        monkeypatch.setenv("VGGT_BACKEND", backend)
+        assert load_settings().backend == backend
