@@ -15,7 +15,7 @@ import httpx
 from gradio_client import Client, handle_file
 
 from bench.common import Figure
-from vggt_core import RunStatus, RunStore, StudioService, VGGTSettings, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTSettings, load_config
 from vggt_core.local_space import (
     LocalSpaceProcess,
     StandInOptions,
@@ -67,7 +67,7 @@ def sample_files(
 
 def product_executor(root: Path, backend: str, workers: int) -> tuple[RunStore, StudioService]:
     """The store and executor the app builds from its settings, against `backend`."""
-    settings = load_settings(
+    settings = load_config(
         {
             "VGGT_BACKEND": backend,
             "VGGT_STORAGE_DIR": str(root),

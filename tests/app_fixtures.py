@@ -17,7 +17,7 @@ from helpers_images import jpeg_bytes, png_bytes
 from streamlit.testing.v1 import AppTest
 
 from ui.entrypoint import navigation_assumed
-from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_config
 from vggt_core.local_space import LocalSpace
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -55,7 +55,7 @@ def app_env(
 @pytest.fixture
 def side_executor(app_env: AppEnv) -> Iterator[StudioService]:
     """A test-side executor on the app's storage, to prepare runs through the real pipeline."""
-    ex = StudioService(load_settings(), store=app_env.store)
+    ex = StudioService(load_config(), store=app_env.store)
     yield ex
     ex.close()
 

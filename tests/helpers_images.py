@@ -76,3 +76,19 @@ LOCK_FILES = frozenset({".lock", ".worker"})
 def run_files(folder: Path) -> list[str]:
     """A run folder's entries, sorted, without its lock files (which live and go with the run)."""
     return sorted(name for name in os.listdir(folder) if name not in LOCK_FILES)
+
+
+def bilevel_stripes_png(width: int, height: int, period: int) -> bytes:
+    """A 1-bit PNG of vertical stripes `period` pixels wide (black first), encoded row by row:
+    a 100-megapixel one takes tens of KB on disk and no more memory than that to make."""
+    bits = np.array([(x // period) % 2 for x in range(width)], dtype=np.uint8)
+    row = b"\x00" + np.packbits(bits).tobytes()  # filter type 0, then the packed pixels
+    squeeze = zlib.compressobj(9)
+    idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, greyscale
+    return (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )

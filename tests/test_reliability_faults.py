@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client, handle_file
 from helpers_images import run_files
 
-from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, load_config
 from vggt_core.local_space import (
     ZEROGPU_QUOTA_ERROR,
     LocalSpaceProcess,
@@ -79,7 +79,7 @@ def rig(tmp_path_factory) -> Iterator[Rig]:
     store = RunStore(top / "storage")
     holder: list[Rig] = []
 
-    config = load_settings({"VGGT_BACKEND": space.url, "VGGT_MAX_CONCURRENT_RUNS": 1})
+    config = load_config({"VGGT_BACKEND": space.url, "VGGT_MAX_CONCURRENT_RUNS": 1})
     executor = StudioService(config, store=store, space=space_for_test(space.url))
     images = [(p.name, p.read_bytes()) for p in paths]
     holder.append(Rig(space, store, executor, images, paths, top))

@@ -35,7 +35,7 @@ from vggt_core import (  # noqa: E402
     VGGTRun,
     VGGTSettings,
     describe_validation_error,
-    load_settings,
+    load_config,
 )
 from vggt_core.errors import (  # noqa: E402
     ImagesRejected,
@@ -91,7 +91,7 @@ def tree(top: Path, *, skip: Path | None = None) -> dict[str, tuple]:
 def offline_executor(store: RunStore) -> StudioService:
     """An executor whose backend is never reached (a run it takes fails at once)."""
 
-    config = load_settings({"VGGT_BACKEND": "http://127.0.0.1:9", "VGGT_CONNECT_TIMEOUT": 2})
+    config = load_config({"VGGT_BACKEND": "http://127.0.0.1:9", "VGGT_CONNECT_TIMEOUT": 2})
     return StudioService(config, store=store)
 
 
@@ -494,7 +494,7 @@ def test_planted_links_are_never_followed_by_a_run(local_space, tmp_path):
     before = tree(outside)
     TRIED["planted links"] += 4
 
-    config = load_settings({"VGGT_BACKEND": local_space.url})
+    config = load_config({"VGGT_BACKEND": local_space.url})
     executor = StudioService(config, store=store)
     try:
         assert not store.artifact_exists(run_id, "glb")

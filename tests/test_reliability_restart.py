@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers_images import run_files
 
-from vggt_core import RunStatus, RunStore, StudioService, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, load_config
 from vggt_core.glb import read_glb
 from vggt_core.local_space import (
     LocalSpaceProcess,
@@ -133,7 +133,7 @@ def test_killed_in_each_step_is_interrupted_then_retry_completes(
     assert store.load(run_id).status.value == step  # the disk still says it was running
     backend.set_options(**HEALTHY)
 
-    executor = StudioService(load_settings({"VGGT_BACKEND": backend.url}), store=store)
+    executor = StudioService(load_config({"VGGT_BACKEND": backend.url}), store=store)
     try:
         assert executor.recover() == [waiting]
         run = store.load(run_id)
@@ -166,7 +166,7 @@ def test_app_starting_beside_a_running_script_leaves_its_run_alone(backend, imag
     script = start_app(storage, backend.url, [run_id])
     try:
         wait_until(lambda: mid_processing(store, run_id, backend, 0), what="processing")
-        app = StudioService(load_settings({"VGGT_BACKEND": backend.url}), store=RunStore(storage))
+        app = StudioService(load_config({"VGGT_BACKEND": backend.url}), store=RunStore(storage))
         try:
             assert app.recover() == []
             assert store.load(run_id).status is RunStatus.processing

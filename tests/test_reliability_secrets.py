@@ -26,7 +26,7 @@ from app_fixtures import (  # noqa: E402
     upload_files,
 )
 
-from vggt_core import RunStatus, RunStore, StudioService, load_settings  # noqa: E402
+from vggt_core import RunStatus, RunStore, StudioService, load_config  # noqa: E402
 from vggt_core.local_space import ZEROGPU_QUOTA_ERROR, free_port  # noqa: E402
 
 pytest_plugins = ["app_fixtures"]
@@ -69,7 +69,7 @@ def test_runs_that_succeed_and_fail_write_the_token_nowhere(
     local_space, tmp_path, monkeypatch, debug_logs, capfd
 ):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    config = load_settings({"VGGT_BACKEND": local_space.url})
+    config = load_config({"VGGT_BACKEND": local_space.url})
     assert config.token == TOKEN
     store = RunStore(tmp_path / "storage")
     images = [(n, d) for n, d, _ in upload_files(2)]
@@ -94,7 +94,7 @@ def test_runs_that_succeed_and_fail_write_the_token_nowhere(
     finally:
         executor.close()
 
-    unreachable = load_settings({"VGGT_BACKEND": f"http://127.0.0.1:{free_port()}"})
+    unreachable = load_config({"VGGT_BACKEND": f"http://127.0.0.1:{free_port()}"})
     offline = StudioService(unreachable, store=store)
     try:
         run_id = store.create_run().run_id

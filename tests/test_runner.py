@@ -16,7 +16,7 @@ import pytest
 import trimesh
 from helpers_images import jpeg_bytes
 
-from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_settings
+from vggt_core import RunStatus, RunStore, StudioService, VGGTRun, VGGTSettings, load_config
 from vggt_core.local_space import (
     LocalSpace,
     StandInOptions,
@@ -59,7 +59,7 @@ def sample_images(tmp_path_factory) -> list[tuple[str, bytes]]:
 
 
 def make_executor(root: Path, backend: str, **config) -> tuple[RecordingStore, StudioService]:
-    settings = load_settings({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
+    settings = load_config({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
     store = RecordingStore(root)
     return store, StudioService(settings, store=store)
 

@@ -29,7 +29,7 @@ from vggt_core import (
     StudioService,
     VGGTSettings,
     VGGTSpace,
-    load_settings,
+    load_config,
 )
 from vggt_core.local_space import LocalSpace, StandInOptions, write_sample_images
 from vggt_core.models import utc_now
@@ -52,7 +52,7 @@ def slow_space() -> Iterator[LocalSpace]:
 
 
 def service_on(root: Path, backend: str, **config: object) -> StudioService:
-    settings = load_settings({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
+    settings = load_config({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
     return StudioService(settings, sweep_interval_s=0.3)
 
 
@@ -137,7 +137,7 @@ def test_a_full_disk_during_a_run_fails_it_in_plain_words(small_disk, images):
 
 def test_new_run_on_a_full_disk_says_so_and_leaves_nothing(small_disk, images):
     service = StudioService(
-        load_settings({"VGGT_STORAGE_DIR": str(small_disk), "VGGT_BACKEND": "http://127.0.0.1:9"}),
+        load_config({"VGGT_STORAGE_DIR": str(small_disk), "VGGT_BACKEND": "http://127.0.0.1:9"}),
         workers=False,
     )
     fill(small_disk, leave=16 * 1024)
@@ -208,8 +208,8 @@ def test_a_busy_hub_is_not_called_a_missing_space(status, words):
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from vggt_core import StudioService, load_settings
-    service = StudioService(load_settings(), sweep_interval_s=0.3)
+    from vggt_core import StudioService, load_config
+    service = StudioService(load_config(), sweep_interval_s=0.3)
     service.start(sys.argv[1])
     print("started", flush=True)
     time.sleep(600)
@@ -220,7 +220,7 @@ CHILD = textwrap.dedent(
 def test_cancel_from_another_process_stops_the_run_and_the_remote_job(tmp_path, images):
     with LocalSpace(StandInOptions(delay=30, progress_steps=30)) as space:
         here = StudioService(
-            load_settings({"VGGT_BACKEND": space.url, "VGGT_STORAGE_DIR": str(tmp_path)}),
+            load_config({"VGGT_BACKEND": space.url, "VGGT_STORAGE_DIR": str(tmp_path)}),
             workers=False,
         )
         run = here.create_run()
@@ -347,7 +347,7 @@ def test_random_start_cancel_retry_from_two_services_end_in_one_final_state(tmp_
 
 
 def test_submit_refuses_bad_images_and_keeps_nothing(tmp_path):
-    service = StudioService(load_settings({"VGGT_STORAGE_DIR": str(tmp_path)}), workers=False)
+    service = StudioService(load_config({"VGGT_STORAGE_DIR": str(tmp_path)}), workers=False)
     with pytest.raises(ImagesRejected, match=r"notes\.jpg"):
         service.submit(VGGTSettings(), [("notes.jpg", b"not an image")])
     assert service.list_runs().total == 0

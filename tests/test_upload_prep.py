@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_images import bilevel_stripes_png
 from PIL import Image, ImageChops
 
-from vggt_core.upload_prep import model_input_size, prepare_upload, resized_size
+from vggt_core.upload_prep import model_input_size, model_pixels, prepare_upload, resized_size
 
 # --------------------------------------------------------------------------------------------
 # Test images with photographic texture: smooth noise at several scales, a gradient, grain.
@@ -86,6 +90,20 @@ def make_exif_rotated(d: Path) -> Path:
     return _jpeg(d / "rotated.jpg", photo(1400, 1050, 9), exif=exif.tobytes())
 
 
+def make_bilevel(d: Path) -> Path:
+    path = d / "bilevel.png"
+    photo(1000, 1400, 16).convert("1").save(path)  # dithered: every pixel 0 or 255
+    return path
+
+
+def make_grey_alpha(d: Path) -> Path:
+    grey = np.asarray(photo(760, 600, 17).convert("L"))
+    alpha = np.tile(np.linspace(0, 255, 760, dtype=np.uint8), (600, 1))
+    path = d / "grey_alpha.png"
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(path)
+    return path
+
+
 def make_grey16(d: Path) -> Path:
     rng = np.random.default_rng(10)
     grey = np.asarray(photo(900, 600, 10).convert("L"), dtype=np.uint16)
@@ -108,6 +126,8 @@ CASES: dict[str, Callable[[Path], Path]] = {
     "palette": make_palette,
     "exif_rotated": make_exif_rotated,
     "grey16": make_grey16,
+    "bilevel": make_bilevel,
+    "grey_alpha": make_grey_alpha,
 }
 
 
@@ -217,6 +237,10 @@ def np_to_rgb(arr: np.ndarray, mode: str, palette: list[int] | None) -> np.ndarr
         return arr[..., :3]
     if mode == "L":
         return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "1":
+        return np.repeat((arr.astype(np.uint8) * 255)[..., None], 3, axis=2)
+    if mode == "LA":
+        return np.repeat(arr[..., :1], 3, axis=2)
     if mode == "I;16":
         return np.repeat(np.minimum(arr, 255).astype(np.uint8)[..., None], 3, axis=2)
     if mode == "P":
@@ -407,3 +431,82 @@ def test_phone_photos_shrink_and_stay_identical(tmp_path: Path):
 def test_sizes(size: tuple[int, int], resized: tuple[int, int], model: tuple[int, int]):
     assert resized_size(*size) == resized
     assert model_input_size(*size) == model
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: an image costs about its decoded size to stage, whatever its mode.
+
+
+def as_tensor(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+
+
+@pytest.mark.parametrize("case", ["rgba", "grey", "palette", "grey16", "bilevel", "grey_alpha"])
+@pytest.mark.parametrize("strip_pixels", [1, 5_000, 300_000])
+def test_model_pixels_made_in_strips_are_exact(case, strip_pixels, originals):
+    """One row, a few rows or a few hundred rows at a time: the same pixels as VGGT's steps."""
+    with Image.open(originals[case]) as img:
+        out = model_pixels(img, strip_pixels=strip_pixels)
+    assert out is not None and out.mode == "RGB"
+    assert np.array_equal(as_tensor(out), vggt_input_as_published(originals[case]))
+
+
+BOMB_SIDE = 10_000
+BOMB_PERIOD = 1250
+# The peak RSS of this process's memory: VmHWM, as getrusage's ru_maxrss keeps the peak of the
+# parent that forked the child (Linux folds the old memory's peak in at exec).
+MEASURE = """
+import json, re, sys, warnings
+from pathlib import Path
+from vggt_core.upload_prep import prepare_upload
+def peak_kib():
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+source, dest = Path(sys.argv[1]), Path(sys.argv[2])
+warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning above 89 megapixels
+before = peak_kib()
+prepared = prepare_upload([source], dest)
+after = peak_kib()
+print(json.dumps({"grew_kib": after - before, "path": str(prepared.paths[0]),
+                  "resized": prepared.resized[0]}))
+"""
+
+
+def expected_stripes(side: int, period: int) -> np.ndarray:
+    """The reference's (3, 518, 518) input for the stripes bomb, one row and one column at a time
+    (every row is the same, so each column is constant: the two passes separate)."""
+    row = np.array([255 * ((x // period) % 2) for x in range(side)], np.uint8)
+    across = _resample_axis(np.repeat(row[None, :, None], 3, axis=2), 518, axis=1)[0, :, 0]
+    down = {
+        v: _resample_axis(np.full((side, 1, 1), v, np.uint8), 518, axis=0)[:, 0, 0]
+        for v in np.unique(across)
+    }
+    plane = np.stack([down[v] for v in across], axis=1)  # (518 rows, 518 columns)
+    return np.repeat(plane[None], 3, axis=0).astype(np.float32) / np.float32(255)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="measures VmHWM in /proc")
+def test_a_one_bit_bomb_is_staged_right_within_its_decoded_size(tmp_path: Path):
+    """A 100-megapixel 1-bit PNG of tens of KB: Pillow holds it as 100 MB (a byte a pixel);
+    converting it to RGB whole cost 400 MB more. Staged in strips it costs about its decoded
+    size, and the model still gets exactly VGGT's pixels."""
+    source = tmp_path / "bomb.png"
+    source.write_bytes(bilevel_stripes_png(BOMB_SIDE, BOMB_SIDE, BOMB_PERIOD))
+    assert source.stat().st_size < 100_000
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(source), str(tmp_path / "staged")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    decoded = BOMB_SIDE * BOMB_SIDE  # bytes: Pillow keeps a 1-bit pixel in a byte
+    print(f"\nstaging the 1-bit bomb: peak RSS grew {result['grew_kib'] / 1024:.0f} MiB")
+    assert result["grew_kib"] * 1024 < 2 * decoded
+    assert result["resized"]
+    with Image.open(result["path"]) as staged:
+        assert staged.size == (518, 518)
+        got = as_tensor(staged.convert("RGB"))
+    assert np.array_equal(got, expected_stripes(BOMB_SIDE, BOMB_PERIOD))

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from vggt_core import Settings, StorageError, StudioService, load_settings
+from vggt_core import StorageError, StudioConfig, StudioService, load_config
 
 from .common import md_escape
 
@@ -23,7 +23,7 @@ from .common import md_escape
 class AppContext:
     """The settings of this run of the script and the process-wide service."""
 
-    settings: Settings
+    settings: StudioConfig
     service: StudioService
 
 
@@ -35,7 +35,7 @@ def secrets_overrides() -> dict[str, Any]:
         return {}
 
 
-def _settings_key(settings: Settings) -> str:
+def _settings_key(settings: StudioConfig) -> str:
     # The token only enters as part of a digest: the key itself never holds a secret.
     raw = settings.model_dump_json() + "\0" + (settings.token or "")
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -49,7 +49,7 @@ def _services() -> dict[str, tuple[str, StudioService]]:
 _services_lock = threading.Lock()
 
 
-def _service_for(settings: Settings) -> StudioService:
+def _service_for(settings: StudioConfig) -> StudioService:
     """One service per storage folder and process; new settings replace it gracefully."""
     root = str(Path(settings.storage_dir).resolve())
     key = _settings_key(settings)
@@ -68,14 +68,14 @@ def _service_for(settings: Settings) -> StudioService:
 
 
 def context() -> AppContext:
-    """Settings (secrets over environment over defaults) and the process-wide service."""
+    """The configuration (secrets over environment over defaults) and the process-wide service."""
     try:
-        settings = load_settings(secrets_overrides())
+        settings = load_config(secrets_overrides())
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'setting'}: {e['msg']}" for e in exc.errors()
+        st.error(
+            md_escape(f"The configuration is not valid: {describe_config_error(exc)}"),
+            icon=":material/settings:",
         )
-        st.error(f"The configuration is not valid: {problems}.", icon=":material/settings:")
         st.stop()
     try:
         service = _service_for(settings)

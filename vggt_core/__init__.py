@@ -4,7 +4,7 @@ No Streamlit here: the pages, the command line and the REST API are thin faces o
 `StudioService`.
 """
 
-from .config import Settings, load_settings
+from .config import StudioConfig, describe_config_error, load_config
 from .errors import (
     ConfigError,
     ImageRejected,
@@ -55,10 +55,10 @@ __all__ = [
     "RunProgress",
     "RunStatus",
     "RunStore",
-    "Settings",
     "SpaceCancelled",
     "SpaceError",
     "StorageError",
+    "StudioConfig",
     "StudioService",
     "UploadStats",
     "VGGTError",
@@ -66,10 +66,11 @@ __all__ = [
     "VGGTSettings",
     "VGGTSpace",
     "check_image",
+    "describe_config_error",
     "describe_validation_error",
     "interrupted_message",
     "is_valid_run_id",
-    "load_settings",
+    "load_config",
     "public_backend",
     "space_for",
 ]

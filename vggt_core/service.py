@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .config import Settings
+from .config import StudioConfig
 from .errors import RunBusy, StorageError
 from .images import check_image
 from .models import (
@@ -30,7 +30,7 @@ __all__ = ["StudioService", "space_for"]
 WAIT_POLL_S = 0.1
 
 
-def space_for(config: Settings) -> VGGTSpace:
+def space_for(config: StudioConfig) -> VGGTSpace:
     """The Space adapter configured by these settings."""
     return VGGTSpace(
         config.backend,
@@ -50,7 +50,7 @@ class StudioService:
 
     def __init__(
         self,
-        config: Settings,
+        config: StudioConfig,
         *,
         store: RunStore | None = None,
         space: VGGTSpace | None = None,

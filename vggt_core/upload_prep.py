@@ -20,6 +20,8 @@ MODEL_WIDTH = 518
 PATCH = 14
 MAX_HEIGHT = 518
 PARALLEL_IMAGES = 2
+# Rows converted at a time: a strip of about a megapixel costs a few MB in any mode.
+STRIP_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,45 @@ def staged_name(index: int, count: int, source: Path, ext: str | None = None) ->
     return f"{index:0{digits}d}_{source.stem}{source.suffix if ext is None else ext}"
 
 
-def model_pixels(img: Image.Image) -> Image.Image | None:
-    """VGGT's composite, convert, bicubic resize and crop applied to `img`; None if it cannot."""
-    if img.mode == "RGBA":
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    if img.mode != "RGB":
-        # convert("RGB") of an RGB image is a plain copy: skipping it changes nothing.
-        img = img.convert("RGB")
+def model_pixels(img: Image.Image, *, strip_pixels: int = STRIP_PIXELS) -> Image.Image | None:
+    """VGGT's composite, convert, bicubic resize and crop applied to `img`; None if it cannot.
+
+    An image that needs converting is converted and resized across a strip of rows at a time
+    (about `strip_pixels` pixels each), so staging costs about its decoded size, not that plus
+    a whole-image RGB copy (a 1-bit image is held in a byte a pixel, its RGB copy in four).
+    """
     width, height = img.size
     size = resized_size(width, height)
     if size[1] <= 0:
         return None  # VGGT itself fails on such a strip; let it see the original.
+    if img.mode != "RGB":
+        # convert("RGB") of an RGB image is a plain copy: skipping it changes nothing.
+        img = _resize_rows(img, size[0], max(1, strip_pixels // width))
     img = img.resize(size, Image.Resampling.BICUBIC)
     if size[1] > MAX_HEIGHT:
         top = (size[1] - MAX_HEIGHT) // 2
         img = img.crop((0, top, MODEL_WIDTH, top + MAX_HEIGHT))
     return img
+
+
+def _resize_rows(img: Image.Image, new_width: int, rows: int) -> Image.Image:
+    """VGGT's per-pixel steps (composite on white, convert to RGB) and the horizontal pass of its
+    bicubic resize, `rows` rows at a time: an RGB image `new_width` wide, as tall as `img`.
+
+    Exact: both steps are per pixel or per row, and Pillow's resize makes its horizontal pass
+    into an 8-bit image first too, so the vertical pass that follows sees the same values.
+    """
+    width, height = img.size
+    out = Image.new("RGB", (new_width, height))
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        strip = img.crop((0, top, width, bottom))
+        if strip.mode == "RGBA":
+            background = Image.new("RGBA", strip.size, (255, 255, 255, 255))
+            strip = Image.alpha_composite(background, strip)
+        strip = strip.convert("RGB")
+        out.paste(strip.resize((new_width, bottom - top), Image.Resampling.BICUBIC), (0, top))
+    return out
 
 
 def _compact(img: Image.Image) -> Image.Image:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 import time
 
-from vggt_core import StudioService, load_settings
+from vggt_core import StudioService, load_config
 
 
 def main() -> None:
-    settings = load_settings()
+    settings = load_config()
     executor = StudioService(settings)
     for run_id in sys.argv[1:]:
         executor.start(run_id)
