@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from vggt_core import StorageError, StudioConfig, StudioService, load_config
+from vggt_core import StorageError, StudioConfig, StudioService, describe_config_error, load_config
 
 from .common import md_escape
 
