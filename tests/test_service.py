@@ -296,8 +296,8 @@ def test_a_lock_held_elsewhere_times_out_with_a_message(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from filelock import FileLock; "
-            "FileLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+            "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+            "lock.acquire(); print('held', flush=True); time.sleep(600)",
             str(store.run_dir(run.run_id) / ".lock"),
         ],
         stdout=subprocess.PIPE,

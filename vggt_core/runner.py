@@ -326,11 +326,12 @@ class RunExecutor:
                 if watch():
                     raise SpaceCancelled
                 self._step(run_id, attempt, RunStatus.fetching, progress=_done(result.message))
-                session.download(result.glb, self.store.artifact_path(run_id, "glb"), "glb")
+                glb_path = self.store.artifact_path(run_id, "glb")
+                session.download(result.glb, glb_path, "glb", should_cancel=watch)
                 artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
                 if result.predictions is not None:
                     dest = self.store.artifact_path(run_id, "predictions")
-                    session.download(result.predictions, dest, "predictions")
+                    session.download(result.predictions, dest, "predictions", should_cancel=watch)
                     artifacts.predictions = ARTIFACT_FILES["predictions"]
         if watch():
             raise SpaceCancelled

@@ -401,7 +401,12 @@ class SpaceSession:
         return ReconstructResult(glb=glb, predictions=predictions, message=message)
 
     def download(
-        self, ref: FileRef, dest: Path, kind: Literal["glb", "predictions"] = "glb"
+        self,
+        ref: FileRef,
+        dest: Path,
+        kind: Literal["glb", "predictions"] = "glb",
+        *,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> int:
         """Stream a file to a temp name beside `dest`, check it, rename it into place; bytes."""
         label = "GLB" if kind == "glb" else "predictions.npz"
@@ -433,6 +438,8 @@ class SpaceSession:
                     size += len(chunk)
                     if size > _MAX_DOWNLOAD_BYTES:
                         raise SpaceError(f"The {label} is larger than 4 GB.", kind="bad_download")
+                    if should_cancel is not None and should_cancel():
+                        raise SpaceCancelled
                     if time.monotonic() > deadline:
                         raise SpaceError(
                             f"Downloading the {label} took longer than "
