@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -89,7 +90,10 @@ def _runs_table(
     listing = ctx.service.list_runs(statuses, query, limit=PAGE_SIZE, offset=offset)
     rows = _rows(listing)
     ids = [row["Run"] for row in rows]
-    table_key = f"vs_table_{statuses}_{query}_{page}"
+    # The selection is a row index: a table whose rows changed (a run left the filter) is a new
+    # widget with no selection, so a stale index never opens another run than the one chosen.
+    digest = hashlib.sha1("\n".join(ids).encode(), usedforsecurity=False).hexdigest()[:12]
+    table_key = f"vs_table_{statuses}_{query}_{page}_{digest}"
     st.caption(
         f"Runs {offset + 1}–{offset + len(rows)} of {total}, newest first"
         + (f" (page {page} of {pages})" if pages > 1 else "")

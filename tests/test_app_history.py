@@ -29,7 +29,7 @@ from app_fixtures import (  # noqa: E402
 )
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from vggt_core import RunStatus  # noqa: E402
+from vggt_core import RunStatus, VGGTRun  # noqa: E402
 
 pytest_plugins = ["app_fixtures"]
 
@@ -274,3 +274,35 @@ def test_cold_start_on_history_still_runs_app_py(monkeypatch, tmp_path, local_sp
     assert not at.exception
     assert "Storage" in page_text(at.sidebar)
     assert [t.value for t in at.title] == ["History"]
+
+
+def test_retry_under_a_status_filter_keeps_the_chosen_run(app_env):
+    def failed_run(error: str) -> VGGTRun:
+        files = [(n, data) for n, data, _ in upload_files(2)]
+        run = app_env.store.create_run(images=files)
+
+        def fail(r: VGGTRun) -> None:
+            r.status, r.error, r.attempt = RunStatus.failed, error, 1
+
+        return app_env.store.update(run.run_id, fail)
+
+    first = failed_run("first failure")
+    second = failed_run("second failure")
+    at = open_page(HISTORY)
+    at.session_state["vs_status_filter"] = "failed"
+    at.run()
+    table = at.dataframe[0]
+    assert list(table.value["Run"]) == [second.run_id, first.run_id]
+    at.session_state[table.key] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert at.query_params.get("run") == second.run_id
+    button(at, "Retry").click()
+    at.run()
+    assert not at.exception
+    # The retried run left the filtered list; the page still shows it, and says so.
+    assert at.query_params.get("run") == second.run_id
+    assert any(second.run_id in s.value for s in at.subheader)
+    assert any(f"Started {second.run_id} again" in s for s in texts(at.success))
+    at.run()
+    assert at.query_params.get("run") == second.run_id
+    assert app_env.store.load(first.run_id).status is RunStatus.failed  # never touched

@@ -128,7 +128,7 @@ class RunExecutor:
     ) -> None:
         self.store = store
         self._space_factory = space_factory
-        self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()  # None: stop
         self._lock = threading.Lock()
         self._pending: set[tuple[str, int]] = set()
         self._watches: dict[str, _Watch] = {}
@@ -201,7 +201,10 @@ class RunExecutor:
     def close(self, *, interrupt: bool = True, timeout: float = 5.0) -> None:
         """Take no new run; with `interrupt`, stop the running ones too (remote jobs cancelled,
         runs read interrupted) and wait up to `timeout` for that. Waiting runs stay waiting."""
-        self._stopping.set()
+        if not self._stopping.is_set():
+            self._stopping.set()
+            for _ in self._threads:
+                self._queue.put(None)  # wakes an idle worker at once
         if not interrupt:
             return
         self._closing.set()
@@ -222,10 +225,9 @@ class RunExecutor:
 
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                job = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            job = self._queue.get()
+            if job is None:
+                return
             try:
                 if not self._stopping.is_set():
                     self._work(*job)

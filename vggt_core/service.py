@@ -100,10 +100,11 @@ class StudioService:
         *,
         presize: bool = True,
     ) -> VGGTRun:
-        """Create a run, store its images and start it; on any refusal nothing is left behind."""
-        run = self.create_run(settings, presize=presize)
+        """Create a run with its images and start it; on any refusal nothing is left behind."""
+        run = self.store.create_run(
+            settings, backend=self.space.label, presize=presize, images=files
+        )
         try:
-            self.add_images(run.run_id, files)
             return self.start(run.run_id)
         except BaseException:
             with contextlib.suppress(StorageError):

@@ -12,7 +12,7 @@ import shutil
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -189,11 +189,16 @@ class RunStore:
         *,
         backend: str | None = None,
         presize: bool = True,
+        images: Sequence[tuple[str, bytes]] = (),
         **extra: object,
     ) -> VGGTRun:
-        """Create an empty `queued` run with these settings and return it."""
+        """Create a `queued` run with these settings (and images, checked first) and return it.
+
+        The run appears whole or not at all: a crash never leaves a run without its images.
+        """
+        checked = self._check_batch(images, []) if images else []
         with _disk("create the run"):
-            run = self._build_run(settings or VGGTSettings(), backend, presize, extra)
+            run = self._build_run(settings or VGGTSettings(), backend, presize, checked, extra)
         self._index.bump()
         return run
 
@@ -202,6 +207,7 @@ class RunStore:
         settings: VGGTSettings,
         backend: str | None,
         presize: bool,
+        images: list[tuple[str, bytes]],
         extra: Mapping[str, object],
     ) -> VGGTRun:
         # The folder is built under a hidden name and renamed into place whole: a crash half-way
@@ -209,12 +215,19 @@ class RunStore:
         staging = self.runs_dir / f"{TMP_PREFIX}run.{secrets.token_hex(8)}"
         (staging / IMAGES).mkdir(parents=True)
         try:
+            for name, data in images:
+                (staging / IMAGES / name).write_bytes(data)
             while True:
                 run_id = f"run_{time.time_ns() // 1_000_000}_" + "".join(
                     secrets.choice(_ALPHABET) for _ in range(6)
                 )
                 run = VGGTRun(
-                    run_id=run_id, settings=settings, backend=backend, presize=presize, **extra
+                    run_id=run_id,
+                    settings=settings,
+                    backend=backend,
+                    presize=presize,
+                    images=sorted(name for name, _ in images),
+                    **extra,  # checked by _encode, as every write is
                 )
                 atomic_write(staging / METADATA, _encode(run))
                 try:
@@ -386,37 +399,41 @@ class RunStore:
 
     # --- images ------------------------------------------------------------------------------
 
-    def add_images(self, run_id: str, files: Iterable[tuple[str, bytes]]) -> list[str]:
-        """Check and store images in a queued, unsubmitted run; all or nothing. Return new names."""
-        files = list(files)
+    def _check_batch(
+        self, files: Sequence[tuple[str, bytes]], stored: list[str]
+    ) -> list[tuple[str, bytes]]:
+        """Every file checked, with its safe unique name; ImagesRejected names each bad one."""
         problems: list[ImageRejected] = []
         checked: list[tuple[str, bytes]] = []
         for name, data in files:
             try:
                 ext = check_image(
-                    name,
-                    data,
-                    max_bytes=self.max_image_bytes,
-                    max_pixels=self.max_image_pixels,
+                    name, data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels
                 )
                 checked.append((safe_image_name(name, ext), data))
             except ImageRejected as exc:
                 problems.append(exc)
+        if len(stored) + len(files) > self.max_images:
+            problems.append(
+                ImageRejected(
+                    f"{len(files)} files",
+                    f"a run holds at most {self.max_images} images ({len(stored)} already stored)",
+                )
+            )
+        if problems:
+            raise ImagesRejected(problems)
+        names = unique_names([n for n, _ in checked], stored)
+        return [(n, data) for n, (_, data) in zip(names, checked, strict=True)]
+
+    def add_images(self, run_id: str, files: Iterable[tuple[str, bytes]]) -> list[str]:
+        """Check and store images in a queued, unsubmitted run; all or nothing. Return new names."""
+        files = list(files)
         with self.lock(run_id):
             run = self.load(run_id)
             if run.status is not RunStatus.queued or run.submitted_at is not None:
                 raise RunBusy(f"Run {run_id} was already started; images can no longer be added")
-            if len(run.images) + len(files) > self.max_images:
-                problems.append(
-                    ImageRejected(
-                        f"{len(files)} files",
-                        f"a run holds at most {self.max_images} images "
-                        f"({len(run.images)} already stored)",
-                    )
-                )
-            if problems:
-                raise ImagesRejected(problems)
-            names = unique_names([n for n, _ in checked], run.images)
+            checked = self._check_batch(files, run.images)
+            names = [name for name, _ in checked]
             folder = self.run_dir(run_id) / IMAGES
             if folder.is_symlink() or not folder.is_dir():
                 raise StorageError(f"Run {run_id}: its images folder is missing or not a folder")
