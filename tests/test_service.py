@@ -351,3 +351,56 @@ def test_submit_refuses_bad_images_and_keeps_nothing(tmp_path):
     with pytest.raises(ImagesRejected, match=r"notes\.jpg"):
         service.submit(VGGTSettings(), [("notes.jpg", b"not an image")])
     assert service.list_runs().total == 0
+
+
+# --- stopping: waiting runs stay waiting, running ones end interrupted at once ------------------
+
+STOPPING_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
+    from vggt_core.local_space import write_sample_images
+    service = StudioService(load_config())
+    images = [(p.name, p.read_bytes()) for p in write_sample_images(sys.argv[1], count=2)]
+    running = service.submit(VGGTSettings(), images)
+    waiting = service.submit(VGGTSettings(), images)
+    print(running.run_id, waiting.run_id, flush=True)
+    while service.get(running.run_id).status is not RunStatus.processing:
+        time.sleep(0.05)
+    sys.exit(0)  # an ordinary interpreter shutdown, as when the app stops
+    """
+)
+
+
+def test_stopping_keeps_waiting_runs_and_interrupts_the_running_one(tmp_path):
+    options = StandInOptions(delay=60, progress_steps=60, concurrency_limit=4)
+    with LocalSpace(options) as space:
+        env = {
+            **os.environ,
+            "VGGT_BACKEND": space.url,
+            "VGGT_STORAGE_DIR": str(tmp_path / "storage"),
+            "VGGT_MAX_CONCURRENT_RUNS": "1",
+        }
+        child = subprocess.run(
+            [sys.executable, "-c", STOPPING_CHILD, str(tmp_path / "images")],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert child.returncode == 0, child.stderr
+        running_id, waiting_id = child.stdout.split()
+        store = RunStore(tmp_path / "storage")
+        was_running, was_waiting = store.load(running_id), store.load(waiting_id)
+        assert was_running.status is RunStatus.failed
+        assert (was_running.error or "").startswith("Interrupted: the app stopped while")
+        assert was_waiting.status is RunStatus.queued and was_waiting.submitted_at is not None
+        assert was_waiting.error is None
+        wait_for(lambda: any(c["endpoint"] == "/cancel" for c in space.received), what="cancel")
+        with (
+            space.override(delay=0.0),
+            running(service_on(tmp_path / "storage", space.url)) as again,
+        ):
+            again.recover()
+            assert again.wait(waiting_id, timeout=120).status is RunStatus.completed
