@@ -19,16 +19,27 @@ ctx = ui.context()
 st.title("History")
 ui.show_flashes()
 
+MOVING = ("queued", "uploading", "processing", "fetching")
+
+
+def _moving(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """The counts while some run may still move (the counters then refresh), else ()."""
+    return tuple(sorted(counts.items())) if any(counts.get(s) for s in MOVING) else ()
+
+
+def _counters() -> tuple[tuple[str, int], ...]:
+    counts = ctx.service.counts()
+    with st.container(horizontal=True, gap="medium"):
+        st.metric("All runs", sum(counts.values()), width="content")
+        for name in STATUS_FILTERS[1:]:
+            st.metric(ui.STATUS_STYLE[name][0], counts.get(name, 0), width="content")
+        if counts.get("broken"):
+            st.metric("Broken", counts["broken"], width="content")
+    return _moving(counts)
+
+
 counts = ctx.service.counts()
-total_runs = sum(counts.values())
-
-
-with st.container(horizontal=True, gap="medium"):
-    st.metric("All runs", total_runs, width="content")
-    for name in STATUS_FILTERS[1:]:
-        st.metric(ui.STATUS_STYLE[name][0], counts.get(name, 0), width="content")
-    if counts.get("broken"):
-        st.metric("Broken", counts["broken"], width="content")
+ui.polling_fragment("history_counts", _counters, _moving(counts))
 
 with st.container(horizontal=True, vertical_alignment="bottom"):
     status = st.pills(

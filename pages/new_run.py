@@ -38,6 +38,18 @@ ctx = ui.context()
 st.title("New reconstruction")
 ui.show_flashes()
 
+# Runs first: after Reconstruct the live card is where the eye is, not below the fold; every
+# active run is shown (from storage), so a reload or another tab loses none.
+active = ctx.service.active_runs()
+finished = [r for r in ui.session_runs(ctx.service) if not r.is_active]
+if active or finished:
+    st.subheader("Runs", anchor=False)
+    ui.live_runs(tuple(r.run_id for r in active))
+    newest_completed = next((r.run_id for r in finished if r.status == RunStatus.completed), None)
+    for run in finished:
+        ui.finished_card(ctx, run, show_preview=run.run_id == newest_completed)
+    st.divider()
+
 generation = st.session_state.setdefault("vs_uploader_gen", 0)
 left, right = st.columns([3, 2], gap="large")
 
@@ -124,13 +136,3 @@ if clicked and review.accepted:
         st.session_state["vs_uploader_gen"] = generation + 1  # a fresh, empty uploader
         ui.flash(f"Started run {run.run_id} with {len(run.images)} images.", "success")
         st.rerun()
-
-runs = ui.session_runs(ctx.service)
-if runs:
-    st.divider()
-    st.subheader("Runs started in this session", anchor=False)
-    ui.live_runs(tuple(r.run_id for r in runs if r.is_active))
-    finished = [r for r in runs if not r.is_active]
-    newest_completed = next((r.run_id for r in finished if r.status == RunStatus.completed), None)
-    for run in finished:
-        ui.finished_card(ctx, run, show_preview=run.run_id == newest_completed)

@@ -29,7 +29,7 @@ from app_fixtures import (  # noqa: E402
 )
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from vggt_core import RunStatus, VGGTRun  # noqa: E402
+from vggt_core import Attempt, RunStatus, VGGTRun  # noqa: E402
 
 pytest_plugins = ["app_fixtures"]
 
@@ -306,3 +306,19 @@ def test_retry_under_a_status_filter_keeps_the_chosen_run(app_env):
     at.run()
     assert at.query_params.get("run") == second.run_id
     assert app_env.store.load(first.run_id).status is RunStatus.failed  # never touched
+
+
+def test_a_retried_run_keeps_its_earlier_attempts(app_env):
+    run = app_env.store.create_run(images=[(n, d) for n, d, _ in upload_files(2)])
+
+    def failed_twice(r: VGGTRun) -> None:
+        r.status, r.error, r.attempt = RunStatus.failed, "second: the Space's queue is full", 2
+        r.attempts = [
+            Attempt(number=1, status=RunStatus.failed, reached=RunStatus.processing, error="GPU")
+        ]
+
+    app_env.store.update(run.run_id, failed_twice)
+    at = open_page(HISTORY, run=run.run_id)
+    text = page_text(at)
+    assert "Earlier attempts" in text and "this is attempt 2" in text
+    assert "GPU" in text and "processing" in text

@@ -21,7 +21,8 @@ from app_fixtures import (  # noqa: E402
 )
 from helpers_images import jpeg_bytes  # noqa: E402
 
-from vggt_core import RunStatus  # noqa: E402
+from vggt_core import RunProgress, RunStatus  # noqa: E402
+from vggt_core.models import utc_now  # noqa: E402
 
 pytest_plugins = ["app_fixtures"]
 
@@ -187,3 +188,29 @@ def test_a_failed_run_says_why_in_plain_words_and_retry_completes_it(app_env):
         run_until(at, _completed)
     assert app_env.store.load(run_id).status is RunStatus.completed
     assert "Download GLB" in [d.label for d in at.download_button]
+
+
+def test_every_active_run_is_shown_with_the_space_queue_and_its_eta(app_env):
+    # A run started elsewhere (another tab, a script): held by a live worker, waiting in the
+    # Space's own queue. A reload (a fresh session) must still show it, above the uploader.
+    run = app_env.store.create_run(images=[(n, d) for n, d, _ in upload_files(2)])
+
+    def in_space_queue(r):
+        r.status, r.attempt = RunStatus.processing, 1
+        r.submitted_at = r.started_at = utc_now()
+        r.progress = RunProgress(rank=2, queue_size=5, eta=42.0, message="In queue")
+
+    app_env.store.update(run.run_id, in_space_queue)
+    claim = app_env.store.claim(run.run_id)  # as its worker would hold it
+    try:
+        at = open_page(NEW_RUN)
+        text = page_text(at)
+        assert run.run_id in text
+        assert text.index(run.run_id) < text.index("1 · Photos")
+        panel = "\n".join(texts(at.markdown))
+        assert "Waiting in the Space's queue (position 3 of 5)." in panel
+        assert "About 42 s until it starts (the Space's estimate)." in panel
+        assert any(b.label == "Cancel" for b in at.button)
+    finally:
+        assert claim is not None
+        claim.release()

@@ -58,6 +58,24 @@ def timings_table(run: VGGTRun) -> None:
     st.markdown("\n".join(["| Time | |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows]]))
 
 
+def attempts_table(run: VGGTRun) -> None:
+    """Each earlier attempt of a retried run: how far it got, how it ended, when."""
+    if not run.attempts:
+        return
+    rows = [
+        "| Attempt | Ended | Reached | Started | Finished | Error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in reversed(run.attempts):
+        error = md_escape(a.error.splitlines()[0]) if a.error else "—"
+        rows.append(
+            f"| {a.number} | {a.status.value} | {a.reached.value} | {fmt_time(a.started_at)} "
+            f"| {fmt_time(a.finished_at)} | {error} |"
+        )
+    st.markdown(f"**Earlier attempts** (this is attempt {run.attempt})")
+    st.markdown("\n".join(rows))
+
+
 def _delete_button(run_id: str, *, active: bool) -> None:
     if st.button(
         "Delete",
@@ -186,5 +204,6 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
         settings_table(run)
         st.markdown("**Timings**")
         timings_table(run)
+        attempts_table(run)
     with st.expander(f"Images ({len(run.images)})", expanded=not run.is_active):
         run_thumbnails(ctx.service, run_id)

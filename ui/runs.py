@@ -1,4 +1,4 @@
-"""Runs started in this session: starting one, actions, and the panels that poll while active."""
+"""Runs on the New run page: this session's and every active one, actions, live panels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from vggt_core import RunNotFound, RunStatus, StorageError, StudioService, VGGTRun
+from vggt_core import RunNotFound, RunStatus, StorageError, StudioService, VGGTError, VGGTRun
 
 from .app_context import AppContext, context
 from .common import (
@@ -50,7 +50,7 @@ def run_action(action: Callable[[str], object], run_id: str, done: str) -> None:
     """Call a service command, flash its outcome, and rerun the whole app."""
     try:
         action(run_id)
-    except StorageError as exc:
+    except VGGTError as exc:
         flash(str(exc), "error")
     else:
         flash(done, "success")
@@ -80,7 +80,7 @@ def polling_fragment(
 
 def _live_runs_body() -> tuple[str, ...]:
     ctx = context()
-    active = [r for r in session_runs(ctx.service) if r.is_active]
+    active = ctx.service.active_runs()
     for run in active:
         with st.container(border=True):
             run_header(run)
@@ -91,7 +91,7 @@ def _live_runs_body() -> tuple[str, ...]:
 
 
 def live_runs(active_ids: tuple[str, ...]) -> None:
-    """This session's active runs, refreshed every POLL_SECONDS until none is active."""
+    """Every run waiting or running (this session's or not), refreshed until none is active."""
     polling_fragment("session_runs", _live_runs_body, active_ids)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from vggt_core import (
@@ -15,9 +17,7 @@ from .common import STATUS_STYLE, STEPS, elapsed_s, fmt_duration, md_escape, upl
 
 
 def status_label(run: VGGTRun) -> str:
-    """The status in words, telling a waiting run from one never started."""
-    if run.status == RunStatus.queued:
-        return "Waiting" if run.submitted_at is not None else "Not started"
+    """The status in one word, the same word everywhere (badge, table, counters, filter)."""
     return STATUS_STYLE[run.status.value][0]
 
 
@@ -71,23 +71,27 @@ def progress_panel(run: VGGTRun, max_workers: int) -> None:
     step_indicator(run)
     p = run.progress
     lines: list[str] = []
-    if run.status == RunStatus.queued:
+    in_space_queue = run.status == RunStatus.processing and p is not None and p.rank is not None
+    if run.status == RunStatus.queued and run.submitted_at is None:
+        lines.append("Not started yet: press Start to send it.")
+    elif run.status == RunStatus.queued:
         lines.append(
             f"Waiting for a free worker: at most {max_workers} run"
             f"{'s go' if max_workers != 1 else ' goes'} to the backend at a time."
         )
     elif run.status == RunStatus.uploading:
         lines.append(f"Sending {len(run.images)} images to the backend.")
+    elif in_space_queue and p is not None and p.rank is not None:
+        size = f" of {p.queue_size}" if p.queue_size is not None else ""
+        lines.append(f"Waiting in the Space's queue (position {p.rank + 1}{size}).")
     elif run.status == RunStatus.processing:
         lines.append("The backend is reconstructing the scene.")
     elif run.status == RunStatus.fetching:
         lines.append("Downloading the 3D model.")
-    if p is not None and run.status == RunStatus.processing:
-        if p.rank is not None:
-            size = f" of {p.queue_size}" if p.queue_size is not None else ""
-            lines.append(f"Place in the backend's queue: {p.rank + 1}{size}.")
-        if p.eta is not None and p.eta >= 0:
-            lines.append(f"About {fmt_duration(p.eta)} left (the backend's estimate).")
+    eta = p.eta if p is not None and run.status == RunStatus.processing else None
+    if eta is not None and math.isfinite(eta) and eta >= 0:
+        what = "until it starts" if in_space_queue else "left"
+        lines.append(f"About {fmt_duration(eta)} {what} (the Space's estimate).")
     saving = upload_saving(run)
     if saving and run.status == RunStatus.uploading:
         lines.append(saving)

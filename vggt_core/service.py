@@ -208,6 +208,11 @@ class StudioService:
         """A page of runs, newest first, filtered by status and by text in the id or images."""
         return self.store.list_runs(status, query, limit=limit, offset=offset)
 
+    def active_runs(self) -> list[VGGTRun]:
+        """Every run waiting for a worker or running, in any process, newest first."""
+        page = self.store.list_runs([*ACTIVE_STATUSES, RunStatus.queued], limit=1 << 30)
+        return [run for run in page.runs if run.is_active]
+
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""
         return self.store.counts()
