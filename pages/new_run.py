@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 import ui
-from vggt_core import ImagesRejected, RunStatus, VGGTError, VGGTSettings
+from vggt_core import ImagesRejected, RunStatus, VGGTError, VGGTSettings, upload_limit_mb
 
 HELP_PHOTOS = (
     "Photos of one scene from different viewpoints (2–50 work well; one also works). "
@@ -62,8 +60,8 @@ with left:
             accept_multiple_files=True,
             key=f"vs_photos_{generation}",
             help=HELP_PHOTOS,
-            # The widget's own limit (in MB) follows the configured per-image limit.
-            max_upload_size=max(1, math.ceil(ctx.settings.max_image_bytes / 1_000_000)),
+            # The widget's limit is ours, in its own unit: both say the same number of MB.
+            max_upload_size=upload_limit_mb(ctx.settings.max_image_bytes),
         )
         or []
     )
@@ -81,7 +79,10 @@ with left:
         )
         ui.upload_thumbnails(review.accepted)
     elif not files:
-        st.caption(f"Up to {ctx.settings.max_images_per_run} images a run.")
+        st.caption(
+            f"Up to {ctx.settings.max_images_per_run} images a run, "
+            f"{upload_limit_mb(ctx.settings.max_image_bytes)} MB each."
+        )
 
 with right:
     st.subheader("2 · Settings", anchor=False)

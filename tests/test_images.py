@@ -31,6 +31,7 @@ from vggt_core.images import (
     is_plain_name,
     safe_image_name,
     unique_names,
+    upload_limit_mb,
 )
 from vggt_core.storage import RunStore
 
@@ -473,3 +474,20 @@ def test_only_printable_ascii_is_kept_for_an_ascii_alphabet():
     allowed = set(string.ascii_letters + string.digits + "_-+()")
     name = safe_image_name("we!rd #name$ with %chars&*.jpg", ".jpg")
     assert set(name.removesuffix(".jpg")) <= allowed
+
+
+def test_a_pixel_bomb_is_refused_with_its_size_and_the_limit():
+    data = zeros_png(20_000, 20_000)  # 400 megapixels: past Pillow's own bomb guard
+    with pytest.raises(ImageRejected) as info:
+        check_image("bomb.png", data, max_bytes=10**8, max_pixels=100_000_000)
+    assert "400 megapixels" in info.value.reason
+    assert "the limit of 100 megapixels" in info.value.reason
+
+
+def test_sizes_are_said_in_the_unit_the_uploader_shows():
+    # Streamlit's uploader counts a MB as 2**20 bytes and says "30MB": the app says the same.
+    data = jpeg_bytes(40, 30) + b"\0" * (31 * 2**20)
+    with pytest.raises(ImageRejected) as info:
+        check_image("big.jpg", data, max_bytes=30 * 2**20, max_pixels=10**8)
+    assert info.value.reason == "it is 31.0 MB, over the limit of 30 MB"
+    assert upload_limit_mb(30 * 2**20) == 30

@@ -19,7 +19,7 @@ from .errors import (
     VGGTError,
     public_backend,
 )
-from .images import check_image
+from .images import check_image, upload_limit_mb
 from .models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -73,4 +73,5 @@ __all__ = [
     "load_config",
     "public_backend",
     "space_for",
+    "upload_limit_mb",
 ]

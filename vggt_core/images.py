@@ -19,6 +19,7 @@ __all__ = [
     "is_plain_name",
     "safe_image_name",
     "unique_names",
+    "upload_limit_mb",
 ]
 
 FORMAT_EXTENSIONS: dict[str, str] = {
@@ -35,8 +36,24 @@ _MAX_STEM_CHARS = 80
 _MAX_STEM_BYTES = 180  # leaves room for a uniqueness suffix and the extension under 255 bytes
 
 
+MB = 2**20  # what Streamlit's uploader calls a MB: its limit and ours read alike
+
+
 def _mb(n: int) -> str:
-    return f"{n / 1_000_000:.1f} MB"
+    return f"{n / MB:.1f} MB"
+
+
+def upload_limit_mb(max_bytes: int) -> int:
+    """The per-file limit in the uploader's own MB (never below our exact byte limit)."""
+    return max(1, -(-max_bytes // MB))
+
+
+def _limit(n: int) -> str:
+    shown = n / MB
+    return f"{shown:g} MB" if shown == int(shown) else f"{shown:.1f} MB"
+
+
+_BOMB = re.compile(r"\((\d+) pixels\) exceeds limit")
 
 
 def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> str:
@@ -44,7 +61,7 @@ def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> s
     if not data:
         raise ImageRejected(name, "the file is empty")
     if len(data) > max_bytes:
-        raise ImageRejected(name, f"it is {_mb(len(data))}, over the limit of {_mb(max_bytes)}")
+        raise ImageRejected(name, f"it is {_mb(len(data))}, over the limit of {_limit(max_bytes)}")
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own 89 MP; `max_pixels` below is the limit that applies.
@@ -76,8 +93,12 @@ def check_image(name: str, data: bytes, *, max_bytes: int, max_pixels: int) -> s
                 image.load()  # decodes every byte: a truncated file fails here, not on the Space
     except ImageRejected:
         raise
-    except Image.DecompressionBombError:
-        raise ImageRejected(name, "it decodes to far more pixels than allowed") from None
+    except Image.DecompressionBombError as exc:
+        found = _BOMB.search(str(exc))
+        size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "far more pixels"
+        raise ImageRejected(
+            name, f"it is {size}, over the limit of {max_pixels / 1e6:g} megapixels"
+        ) from None
     except UnidentifiedImageError:
         raise ImageRejected(name, "it is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
