@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import http.server
+import ssl
+import subprocess
+import threading
+from pathlib import Path
 
 import httpx
 import pytest
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
+from vggt_core import VGGTSpace
 from vggt_core.errors import explain_error
 
 BACKEND = "http://127.0.0.1:7860"
@@ -52,3 +59,71 @@ def test_quota_text_gives_the_wait_and_what_a_token_changes():
         str(with_token) == "The Space's GPU quota for your account is used up; retry in 10 minutes."
     )
     assert anonymous.retry_after_s == 588
+
+
+# --- real failures a user meets offline or behind a network that says no ----------------------
+
+
+def test_an_unresolvable_name_says_so_in_plain_words():
+    report = VGGTSpace("http://no-such-host.invalid:7860", connect_timeout_s=10).check()
+    assert not report.ok
+    assert report.summary.startswith("Cannot find the backend http://no-such-host.invalid:7860")
+    assert "does not resolve" in report.summary
+    assert "Errno" not in report.summary and "ConnectError" not in report.summary
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler], tls_dir: Path | None = None):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls_dir is not None:
+        key, cert = tls_dir / "key.pem", tls_dir / "cert.pem"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Refusing(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(403, "Forbidden by proxy")
+
+    def do_CONNECT(self) -> None:
+        self.send_error(403, "Forbidden by proxy")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_untrusted_certificate_says_the_secure_connection_failed(tmp_path):
+    with serving(Refusing, tls_dir=tmp_path) as port:
+        report = VGGTSpace(f"https://127.0.0.1:{port}", connect_timeout_s=10).check()
+    assert not report.ok
+    assert report.summary.startswith(
+        f"The secure connection to the backend https://127.0.0.1:{port}"
+    )
+    assert "SSL" not in report.summary and "Errno" not in report.summary
+
+
+def test_a_proxy_that_refuses_is_named(monkeypatch):
+    with serving(Refusing) as port:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        report = VGGTSpace("https://vggt.example.org", connect_timeout_s=10).check()
+    assert not report.ok
+    assert report.summary.startswith("A proxy refused the connection to the backend")
