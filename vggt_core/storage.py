@@ -212,7 +212,7 @@ class RunStore:
     ) -> VGGTRun:
         # The folder is built under a hidden name and renamed into place whole: a crash half-way
         # must not leave a run folder without metadata, which the listing would call broken.
-        staging = self.runs_dir / f"{TMP_PREFIX}run.{secrets.token_hex(8)}"
+        staging = self.runs_dir / f"{TMP_PREFIX}run.{os.getpid()}.{secrets.token_hex(8)}"
         (staging / IMAGES).mkdir(parents=True)
         try:
             for name, data in images:
@@ -329,32 +329,31 @@ class RunStore:
         return False
 
     def sweep(self, older_than_s: float = 3600.0) -> int:
-        """Remove what interrupted creates, deletes and uploads left behind (never listed)."""
+        """Remove what interrupted creates, deletes, image adds and uploads left (never listed).
+
+        A leftover goes once the process that made it is gone (its pid is in the name), or
+        after `older_than_s` whatever it says; an upload's staging once its run is not claimed.
+        """
         cutoff = time.time() - older_than_s
         removed = 0
         trash = self.root / ".trash"
         leftovers = [
             *(trash.iterdir() if trash.is_dir() and not trash.is_symlink() else ()),
             *self.runs_dir.glob(f"{TMP_PREFIX}run.*"),
+            *self._staging_dir.glob("add.*"),
         ]
         for path in leftovers:
             with contextlib.suppress(OSError):
-                # Old enough that no live create or delete (in any process) still owns it.
-                if path.lstat().st_mtime < cutoff:
+                if _owner_gone(path.name) or path.lstat().st_mtime < cutoff:
                     _remove(path)
                     removed += 1
-        if self._staging_dir.is_dir():
-            for path in self._staging_dir.iterdir():
-                run_id = path.name.split(".", 1)[0]
+        for path in self._staging_dir.glob("run_*"):
+            run_id = path.name.split(".", 1)[0]
+            # An upload's staging lives while its run's worker holds the claim.
+            if not (is_valid_run_id(run_id) and self._claimed(run_id)):
                 with contextlib.suppress(OSError):
-                    if path.name.startswith("add."):
-                        stale = path.lstat().st_mtime < cutoff  # images being added right now
-                    else:
-                        # An upload's staging lives while its run's worker holds the claim.
-                        stale = not (is_valid_run_id(run_id) and self._claimed(run_id))
-                    if stale:
-                        _remove(path)
-                        removed += 1
+                    _remove(path)
+                    removed += 1
         return removed
 
     def _claimed(self, run_id: str) -> bool:
@@ -446,7 +445,7 @@ class RunStore:
     ) -> None:
         # Written in a staging folder, then renamed in: a process killed while writing leaves
         # only staging, which sweep() removes, never a stray file inside the run.
-        staging = self._staging_dir / f"add.{run.run_id}.{secrets.token_hex(4)}"
+        staging = self._staging_dir / f"add.{os.getpid()}.{secrets.token_hex(4)}"
         placed: list[Path] = []
         try:
             staging.mkdir(parents=True)
@@ -567,12 +566,29 @@ class RunStore:
                 raise RunBusy(f"Run {run_id} is still running; cancel it before deleting it")
             trash = self.root / ".trash"
             # The rename makes the run vanish at once; a crash during rmtree leaves only trash.
-            doomed = trash / f"{run_id}.{secrets.token_hex(4)}"
+            doomed = trash / f"{run_id}.{os.getpid()}.{secrets.token_hex(4)}"
             with _disk(f"delete run {run_id}"):
                 trash.mkdir(exist_ok=True)
                 os.replace(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             self._index.bump()
+
+
+def _owner_gone(name: str) -> bool:
+    """True when the pid in a leftover's name (`<prefix>.<pid>.<random>`) is not a live process."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False  # an older name without a pid: only its age tells
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, under another user
+    return False
 
 
 def _remove(path: Path) -> None:
