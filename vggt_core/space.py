@@ -38,6 +38,7 @@ __all__ = [
     "SpaceSession",
     "StatusReport",
     "VGGTSpace",
+    "clip_text",
     "explain_error",
 ]
 
@@ -72,6 +73,15 @@ ErrorKind = Literal[
 ]
 _QUOTA = re.compile(r"exceeded your GPU quota.*?Try again in (\d+):(\d\d):(\d\d)", re.S | re.I)
 _MAX_DOWNLOAD_BYTES = 4 * 1024**3
+# What is kept of a text the backend sent (an error, a log line): enough to read, never megabytes.
+MAX_BACKEND_TEXT = 2000
+
+
+def clip_text(text: str, limit: int = MAX_BACKEND_TEXT) -> str:
+    """`text` cut to `limit` characters, saying how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 class SpaceError(Exception):
@@ -170,7 +180,8 @@ def explain_error(exc: BaseException, *, backend: str, has_token: bool) -> Space
                 kind="no_gpu",
             )
         return SpaceError(
-            f"The Space reported an error: {text or 'no details given'}", kind="app_error"
+            f"The Space reported an error: {clip_text(text) or 'no details given'}",
+            kind="app_error",
         )
     if isinstance(exc, QueueError):
         return SpaceError("The Space's queue is full; retry in a few minutes.", kind="queue_full")
@@ -193,7 +204,7 @@ def explain_error(exc: BaseException, *, backend: str, has_token: bool) -> Space
             kind="connection_lost",
         )
     if isinstance(exc, ValueError) and "invalid state" in text:
-        state = text.split("invalid state:", 1)[-1].split(".")[0].strip()
+        state = clip_text(text.split("invalid state:", 1)[-1].split(".")[0].strip(), 100)
         return SpaceError(
             f"The Space {backend} is not running ({state}); ask its owner or use another backend.",
             kind="space_state",
@@ -205,11 +216,12 @@ def explain_error(exc: BaseException, *, backend: str, has_token: bool) -> Space
         return SpaceError(f"No Space named {backend} was found{hint}.", kind="unreachable")
     if isinstance(exc, httpx.HTTPError | OSError):
         return SpaceError(
-            f"Talking to the backend {backend} failed: {type(exc).__name__}: {text}",
+            f"Talking to the backend {backend} failed: {type(exc).__name__}: {clip_text(text)}",
             kind="unreachable",
         )
     return SpaceError(
-        f"Unexpected error talking to the backend: {type(exc).__name__}: {text}", kind="unexpected"
+        f"Unexpected error talking to the backend: {type(exc).__name__}: {clip_text(text)}",
+        kind="unexpected",
     )
 
 
@@ -331,10 +343,10 @@ def _progress_of(update: Any) -> StatusReport | None:
         return StatusReport(
             eta=update.eta,
             fraction=None if fraction is None else min(max(float(fraction), 0.0), 1.0),
-            message=unit.desc,
+            message=None if unit.desc is None else clip_text(str(unit.desc)),
         )
     if code == Status.LOG and update.log:
-        return StatusReport(eta=update.eta, message=str(update.log[0]))
+        return StatusReport(eta=update.eta, message=clip_text(str(update.log[0])))
     if code in (Status.PROCESSING, Status.SENDING_DATA):
         return StatusReport(eta=update.eta, message="Processing")
     return None
@@ -491,7 +503,7 @@ class SpaceSession:
             raise SpaceError(
                 "The backend answered /gradio_demo in an unexpected shape.", kind="api_changed"
             )
-        message = str(result[1]) if len(result) > 1 and result[1] is not None else ""
+        message = clip_text(str(result[1])) if len(result) > 1 and result[1] is not None else ""
         glb = _file_ref(result[0])
         if glb is None:
             raise SpaceError(
