@@ -1,6 +1,6 @@
 """VGGT Studio's core: run storage, the Space adapter and the background runner (no Streamlit)."""
 
-from .config import Settings, load_settings
+from .config import Settings, describe_config_error, load_settings
 from .images import ImageRejected, check_image
 from .models import (
     ACTIVE_STATUSES,
@@ -51,6 +51,7 @@ __all__ = [
     "VGGTSettings",
     "VGGTSpace",
     "check_image",
+    "describe_config_error",
     "describe_validation_error",
     "is_valid_run_id",
     "load_settings",
