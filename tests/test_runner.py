@@ -172,6 +172,21 @@ def test_server_errors_become_plain_messages(space, sample_images, tmp_path, err
     assert not store.artifact_exists(run_id, "glb")
 
 
+def test_a_huge_error_from_the_space_is_stored_bounded(space, sample_images, tmp_path):
+    """A 5 MB error message from the backend: the run's metadata keeps a few KB of it."""
+    with (
+        space.override(error="CUDA out of memory. " + "x" * 5_000_000, fail_times=None),
+        executor_for(tmp_path, space.url) as (store, executor),
+    ):
+        run_id = new_run(store, sample_images)
+        executor.start(run_id)
+        run = executor.wait(run_id, timeout=120)
+    assert run.status is RunStatus.failed
+    assert run.error.startswith("The Space reported an error: CUDA out of memory. xxx")
+    assert run.error.endswith("more characters)")
+    assert (store.run_dir(run_id) / "metadata.json").stat().st_size < 4_096
+
+
 def test_retry_after_a_failure_completes(space, sample_images, tmp_path):
     with (
         space.override(error=QUOTA, fail_times=1),

@@ -13,10 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client.exceptions import AppError
-from gradio_client.utils import QueueError
+from gradio_client.utils import ProgressUnit, QueueError, Status, StatusUpdate
 
 from vggt_core import VGGTSpace
+from vggt_core.errors import bounded_text as clip_text
 from vggt_core.errors import explain_error
+from vggt_core.space import _progress_of
 
 BACKEND = "http://127.0.0.1:7860"
 
@@ -127,3 +129,45 @@ def test_a_proxy_that_refuses_is_named(monkeypatch):
         report = VGGTSpace("https://vggt.example.org", connect_timeout_s=10).check()
     assert not report.ok
     assert report.summary.startswith("A proxy refused the connection to the backend")
+
+
+# --- backend text is kept bounded ----------------------------------------------------------------
+
+HUGE = "x" * 5_000_000
+
+
+@pytest.mark.parametrize(
+    ("exc", "start"),
+    [
+        (AppError(HUGE), "The Space reported an error: xxx"),
+        (OSError(HUGE), "Talking to the backend http://127.0.0.1:7860 failed: OSError: xxx"),
+        (RuntimeError(HUGE), "Unexpected error talking to the backend: RuntimeError: xxx"),
+        (ValueError(f"The space is in the invalid state: {HUGE}"), "The Space http://127.0.0.1"),
+    ],
+)
+def test_a_huge_backend_message_is_kept_to_a_few_kb(exc, start):
+    message = str(explain_error(exc, backend=BACKEND, has_token=False))
+    assert message.startswith(start)
+    assert len(message) < 2_500
+    assert "more characters)" in message
+
+
+def test_a_bounded_message_says_how_much_was_left_out():
+    assert clip_text("abc") == "abc"
+    assert clip_text("a" * 2_000) == "a" * 2_000
+    assert clip_text("a" * 5_000) == "a" * 2_000 + "… (3,000 more characters)"
+
+
+def test_huge_progress_and_log_messages_are_kept_to_a_few_kb():
+    def update(**kwargs):
+        base = {"rank": None, "queue_size": None, "eta": None, "success": None, "time": None}
+        return StatusUpdate(**{**base, "progress_data": None, **kwargs})
+
+    progress = update(
+        code=Status.PROGRESS,
+        progress_data=[ProgressUnit(index=1, length=2, unit="steps", progress=None, desc=HUGE)],
+    )
+    log = update(code=Status.LOG, log=(HUGE, "info"))
+    for report in (_progress_of(progress), _progress_of(log)):
+        assert report is not None and report.message is not None
+        assert report.message.startswith("xxx") and len(report.message) < 2_500

@@ -309,8 +309,17 @@ def _connect(exc: BaseException, c: _Context) -> SpaceError | None:
             "and that this machine is online (offline, use a local backend such as make demo's).",
             kind="unreachable",
         )
+    if not isinstance(exc, httpx.HTTPError):
+        return None  # some other OSError: said as it is by a later rule
     return SpaceError(
         f"Cannot reach the backend {c.backend}: check the address and that it is running.",
+        kind="unreachable",
+    )
+
+
+def _talking(exc: BaseException, c: _Context) -> SpaceError:
+    return SpaceError(
+        f"Talking to the backend {c.backend} failed: {type(exc).__name__}: {c.text}",
         kind="unreachable",
     )
 
@@ -349,10 +358,7 @@ _TABLE: list[_Rule] = [
     (Exception, _hub),
     (ssl.SSLError, _connect),
     (OSError, _connect),
-    (
-        httpx.HTTPError,
-        _fixed("unreachable", "Talking to the backend {backend} failed: {text}"),
-    ),
+    ((httpx.HTTPError, OSError), _talking),
 ]
 
 

@@ -28,7 +28,7 @@ from .models import (
     VGGTRun,
     utc_now,
 )
-from .space import StatusReport, VGGTSpace
+from .space import StatusReport, VGGTSpace, glb_size_cap, predictions_size_cap
 from .storage import ARTIFACT_FILES, RunStore
 from .upload_prep import prepare_upload
 
@@ -312,7 +312,7 @@ class RunExecutor:
             )
             self._step(run_id, attempt, RunStatus.uploading, upload=stats)
             progress = _ProgressWriter(self, run_id, attempt)
-            with space.session() as session:
+            with space.session(should_cancel=watch) as session:
                 target_dir = session.upload(prepared.paths, should_cancel=watch)
                 self._step(
                     run_id,
@@ -329,11 +329,24 @@ class RunExecutor:
                     raise SpaceCancelled
                 self._step(run_id, attempt, RunStatus.fetching, progress=_done(result.message))
                 glb_path = self.store.artifact_path(run_id, "glb")
-                session.download(result.glb, glb_path, "glb", should_cancel=watch)
+                frames = len(prepared.paths)
+                session.download(
+                    result.glb,
+                    glb_path,
+                    "glb",
+                    max_bytes=glb_size_cap(frames),
+                    should_cancel=watch,
+                )
                 artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
                 if result.predictions is not None:
                     dest = self.store.artifact_path(run_id, "predictions")
-                    session.download(result.predictions, dest, "predictions", should_cancel=watch)
+                    session.download(
+                        result.predictions,
+                        dest,
+                        "predictions",
+                        max_bytes=predictions_size_cap(frames),
+                        should_cancel=watch,
+                    )
                     artifacts.predictions = ARTIFACT_FILES["predictions"]
         if watch():
             raise SpaceCancelled

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import os
-import ssl
+import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +22,9 @@ import huggingface_hub
 from gradio_client import Client, handle_file
 from gradio_client.utils import Status
 
-from ._atomic import commit_file, temp_sibling
-from .errors import SpaceCancelled, SpaceError, explain_error, public_backend, storage_error
+from ._download import download, glb_size_cap, predictions_size_cap
+from ._net import TraceRequests, Watchdog, private_channel, sends_credentials, tls_context
+from .errors import SpaceCancelled, SpaceError, bounded_text, explain_error, public_backend
 from .models import VGGTSettings
 
 __all__ = [
@@ -35,6 +34,9 @@ __all__ = [
     "SpaceSession",
     "StatusReport",
     "VGGTSpace",
+    "glb_size_cap",
+    "predictions_size_cap",
+    "sends_credentials",
 ]
 
 UPLOAD_API = "/update_gallery_on_upload"
@@ -52,7 +54,6 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
         "prediction_mode",
     ),
 }
-_MAX_DOWNLOAD_BYTES = 4 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,20 @@ class CheckReport:
     details: list[str] = field(default_factory=list)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context (httpx's default: certifi or SSL_CERT_FILE/DIR) for all calls."""
-    # gradio_client makes a new httpx client for every request (each upload, the queue, the event
-    # stream, the heartbeat), and building the default context loads the CA bundle: ~25 ms of CPU
-    # each time, ~0.25 s per run. A built context is reused as it is.
-    return httpx.create_ssl_context()
+def _close_client(client: Client) -> None:
+    """Stop a Client's heartbeat and its thread pools."""
+    with contextlib.suppress(Exception):
+        client.close()
+    for name in ("executor", "helper_executor", "stream_executor"):
+        pool = getattr(client, name, None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_if_built(built: concurrent.futures.Future[Client]) -> None:
+    """A Client that was built after its caller stopped waiting: nobody will use it."""
+    if not built.cancelled() and built.exception() is None:
+        _close_client(built.result())
 
 
 class VGGTSpace:
@@ -114,6 +122,7 @@ class VGGTSpace:
         job_timeout_s: float = 1800.0,
         download_timeout_s: float = 600.0,
         poll_interval_s: float = 0.1,
+        open_timeout_s: float | None = None,
         hub_endpoint: str | None = None,
     ) -> None:
         self.backend = backend.strip()
@@ -124,6 +133,11 @@ class VGGTSpace:
         self.job_timeout_s = job_timeout_s
         self.download_timeout_s = download_timeout_s
         self.poll_interval_s = poll_interval_s
+        # Connecting makes up to three requests (the Hub's Space state, the config, the API):
+        # by default room for two to connect and answer, a sleeping Space's wake-up included.
+        self.open_timeout_s = (
+            2 * (connect_timeout_s + read_timeout_s) if open_timeout_s is None else open_timeout_s
+        )
 
     def __repr__(self) -> str:
         return f"VGGTSpace({self.label!r}, token={'set' if self._token else 'none'})"
@@ -135,8 +149,9 @@ class VGGTSpace:
 
     @property
     def has_token(self) -> bool:
-        """True when an HF token will be sent."""
-        return self._token is not None
+        """True when an HF token will be sent: one is set, and the backend is a Space (https),
+        an https URL or an http URL on this machine; never in the clear over a network."""
+        return self._token is not None and (not self.is_url or private_channel(self.backend))
 
     @property
     def is_url(self) -> bool:
@@ -167,28 +182,72 @@ class VGGTSpace:
             )
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[SpaceSession]:
-        """One gradio Client for one run, closed (threads and all) when the block ends."""
-        try:
-            self._check_space_stage()
-            client = Client(
-                self.backend,
-                token=self._token or False,  # None would send a locally saved token
-                verbose=False,
-                download_files=False,
-                ssl_verify=_tls_context(),  # passed on as httpx's verify=
-                httpx_kwargs={"timeout": self._timeout()},
-                analytics_enabled=False,
-            )
-        except SpaceError:
-            raise
-        except Exception as exc:
-            raise self._explain(exc) from exc
+    def session(self, should_cancel: Callable[[], bool] | None = None) -> Iterator[SpaceSession]:
+        """One gradio Client for one run, closed (threads and all) when the block ends.
+
+        Connecting ends within `open_timeout_s` (SpaceError "timeout"), or as soon as
+        `should_cancel()` is true (SpaceCancelled).
+        """
+        client = self._open_client(should_cancel)
         session = SpaceSession(self, client)
         try:
             yield session
         finally:
             session.close()
+
+    def _build_client(self, tracer: TraceRequests) -> Client:
+        self._check_space_stage()
+        client = Client(
+            self.backend,
+            # False, not None: None would send a locally saved token.
+            token=self._token if self.has_token else False,
+            verbose=False,
+            download_files=False,
+            ssl_verify=tls_context(),  # passed on as httpx's verify=
+            httpx_kwargs={"timeout": self._timeout(), "auth": tracer},
+            analytics_enabled=False,
+        )
+        tracer.active = False
+        client.httpx_kwargs.pop("auth", None)  # the run's own requests are bounded elsewhere
+        return client
+
+    def _open_client(self, should_cancel: Callable[[], bool] | None) -> Client:
+        """Build the Client in a helper thread, waiting for it until the deadline or a cancel.
+
+        gradio_client's requests while connecting have only per-read timeouts, which a server
+        trickling bytes never trips. At the end the watchdog shuts their sockets down, so the
+        helper ends too; a Client that still gets built is closed.
+        """
+        watch = Watchdog(
+            time.monotonic() + self.open_timeout_s, should_cancel, self.poll_interval_s
+        )
+        tracer = TraceRequests(watch)
+        built: concurrent.futures.Future[Client] = concurrent.futures.Future()
+
+        def build() -> None:
+            try:
+                client = self._build_client(tracer)
+            except BaseException as exc:
+                built.set_exception(exc)
+            else:
+                built.set_result(client)
+
+        threading.Thread(target=build, name="vggt-connect", daemon=True).start()
+        while not built.done() and watch.check() is None:
+            concurrent.futures.wait([built], timeout=self.poll_interval_s)
+        if watch.reason is not None and (not built.done() or built.exception() is not None):
+            built.add_done_callback(_close_if_built)
+            if watch.reason == "cancelled":
+                raise SpaceCancelled
+            raise SpaceError(
+                f"The backend {self.label} did not answer within {self.open_timeout_s:.0f} s "
+                "while connecting; retry later.",
+                kind="timeout",
+            )
+        exc = built.exception()
+        if exc is not None:
+            raise self._explain(exc) from exc
+        return built.result()
 
     def check(self) -> CheckReport:
         """Connect, read `view_api` and say whether the endpoints and parameters are all there."""
@@ -227,10 +286,10 @@ def _progress_of(update: Any) -> StatusReport | None:
         return StatusReport(
             eta=update.eta,
             fraction=None if fraction is None else min(max(float(fraction), 0.0), 1.0),
-            message=unit.desc,
+            message=None if unit.desc is None else bounded_text(str(unit.desc)),
         )
     if code == Status.LOG and update.log:
-        return StatusReport(eta=update.eta, message=str(update.log[0]))
+        return StatusReport(eta=update.eta, message=bounded_text(str(update.log[0])))
     if code in (Status.PROCESSING, Status.SENDING_DATA):
         return StatusReport(eta=update.eta, message="Processing")
     return None
@@ -251,12 +310,7 @@ class SpaceSession:
 
     def close(self) -> None:
         """Stop the client's heartbeat and its thread pools."""
-        with contextlib.suppress(Exception):
-            self.client.close()
-        for name in ("executor", "helper_executor", "stream_executor"):
-            pool = getattr(self.client, name, None)
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        _close_client(self.client)
 
     def _endpoint(self, name: str) -> dict[str, Any] | None:
         endpoint: dict[str, Any] | None = self.api.get("named_endpoints", {}).get(name)
@@ -388,7 +442,7 @@ class SpaceSession:
             raise SpaceError(
                 "The backend answered /gradio_demo in an unexpected shape.", kind="api_changed"
             )
-        message = str(result[1]) if len(result) > 1 and result[1] is not None else ""
+        message = bounded_text(str(result[1])) if len(result) > 1 and result[1] is not None else ""
         glb = _file_ref(result[0])
         if glb is None:
             raise SpaceError(
@@ -406,58 +460,11 @@ class SpaceSession:
         dest: Path,
         kind: Literal["glb", "predictions"] = "glb",
         *,
+        max_bytes: int | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> int:
-        """Stream a file to a temp name beside `dest`, check it, rename it into place; bytes."""
-        label = "GLB" if kind == "glb" else "predictions.npz"
-        tmp = temp_sibling(dest)
-        deadline = time.monotonic() + self.space.download_timeout_s
-        headers = dict(self.client.headers)
-        try:
-            with (
-                httpx.stream(
-                    "GET",
-                    ref.url,
-                    headers=headers,
-                    cookies=self.client.cookies,
-                    timeout=self.space._timeout(),
-                    verify=_tls_context(),
-                    follow_redirects=True,
-                ) as response,
-                tmp.open("xb") as out,
-            ):
-                if response.status_code != 200:
-                    raise SpaceError(
-                        f"Downloading the {label} failed: the backend answered HTTP "
-                        f"{response.status_code}.",
-                        kind="bad_download",
-                    )
-                size = 0
-                # Chunks as they arrive: a fixed size would wait for it, past the deadline.
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > _MAX_DOWNLOAD_BYTES:
-                        raise SpaceError(f"The {label} is larger than 4 GB.", kind="bad_download")
-                    if should_cancel is not None and should_cancel():
-                        raise SpaceCancelled
-                    if time.monotonic() > deadline:
-                        raise SpaceError(
-                            f"Downloading the {label} took longer than "
-                            f"{self.space.download_timeout_s:.0f} s; retry later.",
-                            kind="timeout",
-                        )
-                    out.write(chunk)
-            _check_file(tmp, kind)
-            commit_file(tmp, dest)
-            return size
-        except SpaceError:
-            raise
-        except OSError as exc:  # httpx wraps network errors: a raw OSError is our own disk's
-            raise storage_error(exc, f"save the {label}") from exc
-        except Exception as exc:
-            raise self.space._explain(exc) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Fetch a file the backend offered into `dest` (see `_download.download`); bytes."""
+        return download(self, ref, dest, kind, max_bytes=max_bytes, should_cancel=should_cancel)
 
 
 def _stream_error(streams: list[concurrent.futures.Future[Any]]) -> BaseException | None:
@@ -477,30 +484,3 @@ def _file_ref(value: Any) -> FileRef | None:
             name = value.get("orig_name") or Path(str(value.get("path", "file"))).name
             return FileRef(url=url, name=str(name))
     return None
-
-
-def _check_file(path: Path, kind: Literal["glb", "predictions"]) -> None:
-    size = path.stat().st_size
-    if kind == "glb":
-        with path.open("rb") as handle:
-            header = handle.read(12)
-        if len(header) < 12 or header[:4] != b"glTF":
-            raise SpaceError(
-                "The backend's download is not a GLB 3D model (wrong file type).",
-                kind="bad_download",
-            )
-        declared = int.from_bytes(header[8:12], "little")
-        if declared != size:
-            raise SpaceError(
-                f"The GLB download is incomplete: {size:,} of {declared:,} bytes arrived.",
-                kind="bad_download",
-            )
-    else:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if archive.testzip() is not None:
-                    raise zipfile.BadZipFile
-        except (zipfile.BadZipFile, OSError, EOFError):
-            raise SpaceError(
-                "The predictions.npz download is damaged or incomplete.", kind="bad_download"
-            ) from None
