@@ -122,7 +122,7 @@ def reconstruct(page: Page, store: RunStore, images: int) -> str:
     )
     expect(page.get_by_text(f"Started run {run_id} with {images} images.")).to_be_visible()
     # The page hands out a fresh, empty uploader for the next run.
-    expect(page.get_by_text("Up to 200 images a run.")).to_be_visible()
+    expect(page.get_by_text("Up to 200 images a run,")).to_be_visible()
     return run_id
 
 
