@@ -107,7 +107,7 @@ def test_a_thousand_instant_retries_never_leave_a_run_waiting_without_a_worker(t
     try:
         run = worker.submit(VGGTSettings(), images)
         for attempt in range(1000):
-            done = worker.wait(run.run_id, timeout=60)
+            done = worker.wait(run.run_id, timeout=60, poll_s=0.002)
             assert done.status is RunStatus.failed, (attempt, done.status)
             worker.retry(run.run_id)
         final = worker.wait(run.run_id, timeout=60)

@@ -404,3 +404,21 @@ def test_stopping_keeps_waiting_runs_and_interrupts_the_running_one(tmp_path):
         ):
             again.recover()
             assert again.wait(waiting_id, timeout=120).status is RunStatus.completed
+
+
+def test_recover_without_workers_still_ends_what_a_dead_worker_left(tmp_path):
+    service = StudioService(load_config({"VGGT_STORAGE_DIR": str(tmp_path)}), workers=False)
+    run = service.create_run()
+
+    def left_uploading(r):
+        r.status, r.attempt = RunStatus.uploading, 1
+        r.submitted_at = r.started_at = utc_now()
+
+    service.store.update(run.run_id, left_uploading)
+    service.recover()
+    done = service.get(run.run_id)
+    assert done.status is RunStatus.failed
+    assert done.error == (
+        "Interrupted: the app stopped while sending the images to the backend. "
+        "Retry to run it again."
+    )

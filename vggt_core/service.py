@@ -239,7 +239,9 @@ class StudioService:
         """Whether the backend answers and serves the API this app needs, in plain words."""
         return self.space.check()
 
-    def wait(self, run_id: str, timeout: float | None = None) -> VGGTRun:
+    def wait(
+        self, run_id: str, timeout: float | None = None, *, poll_s: float = WAIT_POLL_S
+    ) -> VGGTRun:
         """Block until the run is neither waiting nor running (whoever runs it); return it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -248,7 +250,7 @@ class StudioService:
                 return run
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"Run {run_id} is still {run.status.value}")
-            time.sleep(WAIT_POLL_S)
+            time.sleep(poll_s)
 
     @property
     def max_images_per_run(self) -> int:
@@ -270,6 +272,10 @@ class StudioService:
         """Start-up: sweep leftovers, end interrupted runs, queue waiting ones; those queued."""
         self.store.sweep()
         if self._executor is None:
+            # No workers here: still end what a dead worker left active; waiting runs wait.
+            for run in self.store.list_runs(list(ACTIVE_STATUSES), limit=1 << 30).runs:
+                with contextlib.suppress(StorageError):
+                    end_orphan(self.store, run.run_id)
             return []
         return self._executor.sweep()
 
