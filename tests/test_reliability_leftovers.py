@@ -97,13 +97,14 @@ def test_settings_that_skipped_validation_are_refused_before_writing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_thousand_instant_retries_never_leave_a_run_waiting_without_a_worker(tmp_path):
     # A backend that refuses at once: every attempt fails within milliseconds, and the retry
     # lands the instant it does, while a second service keeps probing the claims (its sweep).
     config = load_config({"VGGT_BACKEND": "http://127.0.0.1:9", "VGGT_STORAGE_DIR": str(tmp_path)})
     images = [(p.name, p.read_bytes()) for p in write_sample_images(tmp_path / "i", count=1)]
     worker = StudioService(config, sweep_interval_s=0.05)
-    prober = StudioService(config, sweep_interval_s=0.01)
+    prober = StudioService(config, sweep_interval_s=0.05)
     try:
         run = worker.submit(VGGTSettings(), images)
         for attempt in range(1000):

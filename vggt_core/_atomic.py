@@ -35,12 +35,19 @@ def commit_file(tmp: Path, path: Path, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, durable: bool = True, tmp_dir: Path | None = None
+) -> None:
     """Write `data` to `path` so a reader sees the old file or the whole new one, never half.
 
-    Nothing is left behind on failure. A cache may pass `durable=False`: losing it costs a rebuild.
+    Nothing is left behind on failure. The temporary file is made in `tmp_dir` (same file
+    system) when given, named `tmp.<pid>.<random>` so a sweep knows a killed writer's leftover;
+    beside `path` otherwise. A cache may pass `durable=False`: losing it costs a rebuild.
     """
-    tmp = temp_sibling(path)
+    if tmp_dir is None:
+        tmp = temp_sibling(path)
+    else:
+        tmp = tmp_dir / f"tmp.{os.getpid()}.{secrets.token_hex(6)}"
     try:
         tmp.write_bytes(data)
         commit_file(tmp, path, durable=durable)

@@ -251,7 +251,9 @@ class RunStore(RunListing):
     def _write(self, run: VGGTRun) -> None:
         data = _encode(run)
         with _disk(f"save run {run.run_id}"):
-            atomic_write(self.runs_dir / run.run_id / METADATA, data)
+            # The temporary file lives in staging: a writer killed mid-write leaves nothing in
+            # the run, and sweep() knows the leftover by its pid.
+            atomic_write(self.runs_dir / run.run_id / METADATA, data, tmp_dir=self._staging_dir)
         self._index.bump()
 
     @contextlib.contextmanager
@@ -317,6 +319,7 @@ class RunStore(RunListing):
             *(trash.iterdir() if trash.is_dir() and not trash.is_symlink() else ()),
             *self.runs_dir.glob(f"{TMP_PREFIX}run.*"),
             *self._staging_dir.glob("add.*"),
+            *self._staging_dir.glob("tmp.*"),
         ]
         for path in leftovers:
             with contextlib.suppress(OSError):
