@@ -303,7 +303,11 @@ class RunExecutor:
         run_id, attempt = run.run_id, watch.attempt
         space = self._space_factory()
         self._step(run_id, attempt, RunStatus.uploading, started_at=utc_now(), backend=space.label)
-        with self.store.staging(run_id) as staging:
+        # Connect first: an unreachable backend fails the run before any image is prepared.
+        with (
+            space.session(should_cancel=watch) as session,
+            self.store.staging(run_id) as staging,
+        ):
             prepared = prepare_upload(self.store.image_paths(run_id), staging, run.presize)
             stats = UploadStats(
                 bytes_sent=prepared.bytes_sent,
@@ -312,42 +316,41 @@ class RunExecutor:
             )
             self._step(run_id, attempt, RunStatus.uploading, upload=stats)
             progress = _ProgressWriter(self, run_id, attempt)
-            with space.session(should_cancel=watch) as session:
-                target_dir = session.upload(prepared.paths, should_cancel=watch)
-                self._step(
-                    run_id,
-                    attempt,
-                    RunStatus.processing,
-                    remote=RemoteJob(target_dir=target_dir),
-                    progress=None,
-                )
-                result = session.reconstruct(
-                    target_dir, run.settings, on_status=progress, should_cancel=watch
-                )
-                progress.flush()
-                if watch():
-                    raise SpaceCancelled
-                self._step(run_id, attempt, RunStatus.fetching, progress=_done(result.message))
-                glb_path = self.store.artifact_path(run_id, "glb")
-                frames = len(prepared.paths)
+            target_dir = session.upload(prepared.paths, should_cancel=watch)
+            self._step(
+                run_id,
+                attempt,
+                RunStatus.processing,
+                remote=RemoteJob(target_dir=target_dir),
+                progress=None,
+            )
+            result = session.reconstruct(
+                target_dir, run.settings, on_status=progress, should_cancel=watch
+            )
+            progress.flush()
+            if watch():
+                raise SpaceCancelled
+            self._step(run_id, attempt, RunStatus.fetching, progress=_done(result.message))
+            glb_path = self.store.artifact_path(run_id, "glb")
+            frames = len(prepared.paths)
+            session.download(
+                result.glb,
+                glb_path,
+                "glb",
+                max_bytes=glb_size_cap(frames),
+                should_cancel=watch,
+            )
+            artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
+            if result.predictions is not None:
+                dest = self.store.artifact_path(run_id, "predictions")
                 session.download(
-                    result.glb,
-                    glb_path,
-                    "glb",
-                    max_bytes=glb_size_cap(frames),
+                    result.predictions,
+                    dest,
+                    "predictions",
+                    max_bytes=predictions_size_cap(frames),
                     should_cancel=watch,
                 )
-                artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
-                if result.predictions is not None:
-                    dest = self.store.artifact_path(run_id, "predictions")
-                    session.download(
-                        result.predictions,
-                        dest,
-                        "predictions",
-                        max_bytes=predictions_size_cap(frames),
-                        should_cancel=watch,
-                    )
-                    artifacts.predictions = ARTIFACT_FILES["predictions"]
+                artifacts.predictions = ARTIFACT_FILES["predictions"]
         if watch():
             raise SpaceCancelled
         self._finish(run_id, attempt, RunStatus.completed, None, artifacts=artifacts)
