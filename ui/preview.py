@@ -9,8 +9,15 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from vggt_core import StorageError, StudioService, VGGTRun
-from vggt_core.glb import GLBError, export_ply, preview_figure, read_glb
+from vggt_core import (
+    GLBError,
+    StorageError,
+    StudioService,
+    VGGTRun,
+    export_ply,
+    preview_figure,
+    read_glb,
+)
 
 from .common import md_escape
 

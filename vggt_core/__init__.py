@@ -19,6 +19,7 @@ from .errors import (
     VGGTError,
     public_backend,
 )
+from .glb import GLBError, export_ply, preview_figure, read_glb
 from .images import check_image, upload_limit_mb
 from .models import (
     ACTIVE_STATUSES,
@@ -45,6 +46,7 @@ __all__ = [
     "BrokenRun",
     "CheckReport",
     "ConfigError",
+    "GLBError",
     "ImageRejected",
     "ImagesRejected",
     "InvalidRunId",
@@ -68,10 +70,13 @@ __all__ = [
     "check_image",
     "describe_config_error",
     "describe_validation_error",
+    "export_ply",
     "interrupted_message",
     "is_valid_run_id",
     "load_config",
+    "preview_figure",
     "public_backend",
+    "read_glb",
     "space_for",
     "upload_limit_mb",
 ]
