@@ -65,7 +65,7 @@ def start_app(storage: Path, backend_url: str, run_ids: list[str]) -> subprocess
     return process
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
