@@ -99,6 +99,22 @@ def wait_status(store: RunStore, run_id: str, statuses: set[RunStatus], timeout=
     return run
 
 
+def wait_model_step(rig: Rig, run_id: str, timeout: float = 60.0) -> None:
+    """Wait until the run is processing and the Space has received its /gradio_demo call (on a
+    busy machine `processing` is written a moment before the call goes out)."""
+    run = wait_status(rig.store, run_id, {RunStatus.processing}, timeout)
+    deadline = time.monotonic() + timeout
+    while not any(
+        call["endpoint"] == "/gradio_demo"
+        and run.remote is not None
+        and call["params"]["target_dir"] == run.remote.target_dir
+        for call in rig.space.received
+    ):
+        assert time.monotonic() < deadline, f"the Space never received {run_id}'s model call"
+        time.sleep(0.05)
+        run = rig.store.load(run_id)
+
+
 def settled_thread_count(limit: int, timeout: float = 60.0) -> int:
     deadline = time.monotonic() + timeout
     while (count := threading.active_count()) > limit and time.monotonic() < deadline:
@@ -176,7 +192,7 @@ def frozen(rig: Rig) -> Iterator[Callable[[str], None]]:
     rig.space.set_options(delay=8.0, progress_steps=8)
 
     def freeze_when_processing(run_id: str) -> None:
-        wait_status(rig.store, run_id, {RunStatus.processing})
+        wait_model_step(rig, run_id)
         os.killpg(rig.space.pid, signal.SIGSTOP)
 
     try:
@@ -192,7 +208,7 @@ def killed(rig: Rig) -> Iterator[Callable[[str], None]]:
     rig.space.set_options(delay=30.0, progress_steps=30)
 
     def kill_when_processing(run_id: str) -> None:
-        wait_status(rig.store, run_id, {RunStatus.processing})
+        wait_model_step(rig, run_id)
         os.killpg(rig.space.pid, signal.SIGKILL)
 
     try:

@@ -168,7 +168,12 @@ def test_app_starting_beside_a_running_script_leaves_its_run_alone(backend, imag
         app = RunExecutor(RunStore(storage), load_settings({"VGGT_BACKEND": backend.url}))
         try:
             assert app.recover() == []
-            assert store.load(run_id).status is RunStatus.processing
+            # Still the script's, going on (a busy machine may have moved it a step further).
+            assert store.load(run_id).status in {
+                RunStatus.processing,
+                RunStatus.fetching,
+                RunStatus.completed,
+            }
             wait_until(
                 lambda: store.load(run_id).status is RunStatus.completed,
                 timeout=60,
