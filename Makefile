@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
-SPACE_PORT ?= 7860
+# make demo: both servers bind HOST; the stand-in takes SPACE_PORT, else a free port. The app
+# takes PORT when given (failing if it is taken), else 8501, else a free port.
+HOST ?= 127.0.0.1
+SPACE_PORT ?=
+DEMO_ARGS = --host $(HOST) $(if $(filter-out default file,$(origin PORT)),--port $(PORT)) \
+  $(if $(SPACE_PORT),--space-port $(SPACE_PORT))
 
 .PHONY: run demo test lint bench browser clean
 
@@ -22,10 +27,9 @@ $(VENV)/.deps-dev: requirements.txt requirements-dev.txt | $(PY)
 run: $(VENV)/.deps-run  ## the app, against VGGT_BACKEND (default: the facebook/vggt Space)
 	$(PY) -m streamlit run app.py --server.port $(PORT)
 
+# Stand-in options go after --, e.g. make demo ARGS="-- --quota-error --fail-times 1".
 demo: $(VENV)/.deps-dev  ## the app against a local stand-in of the Space: works offline
-	@$(PY) -m vggt_core.local_space --port $(SPACE_PORT) --delay 3 & \
-	SPACE_PID=$$!; trap 'kill $$SPACE_PID 2>/dev/null' EXIT INT TERM; \
-	VGGT_BACKEND=http://127.0.0.1:$(SPACE_PORT) $(PY) -m streamlit run app.py --server.port $(PORT)
+	@$(PY) -m vggt_core.demo $(DEMO_ARGS) $(ARGS)
 
 browser:  ## Debian's chromium for the browser tests (Playwright's own download cannot work here)
 	@command -v chromium >/dev/null 2>&1 || { \

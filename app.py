@@ -7,7 +7,8 @@ import streamlit as st
 import ui
 from vggt_core import public_backend
 
-st.set_page_config(page_title="VGGT Studio", page_icon=":material/view_in_ar:", layout="wide")
+# An emoji tab icon is drawn by the browser; a ":material/…" one is fetched from Google's servers.
+st.set_page_config(page_title="VGGT Studio", page_icon="🧊", layout="wide")
 
 page = st.navigation(
     [

@@ -23,7 +23,7 @@ from vggt_core.local_space import LocalSpace
 APP = Path(__file__).resolve().parents[1] / "app.py"
 NEW_RUN = "pages/new_run.py"
 HISTORY = "pages/history.py"
-TIMEOUT = 30
+TIMEOUT = 60  # AppTest's limit on one script run: generous for a loaded machine
 PREVIEW_POINTS = 20_000
 
 

@@ -162,7 +162,7 @@ def test_cancel_an_active_run_and_delete_is_refused_while_it_runs(app_env):
             lambda a: (
                 app_env.store.load(run_id).status is RunStatus.processing and bool(a.progress)
             ),
-            timeout=20,
+            timeout=60,
         )
         text = page_text(at)
         assert "Elapsed" in text
@@ -268,7 +268,7 @@ def test_cold_start_on_history_still_runs_app_py(monkeypatch, tmp_path, local_sp
     # must bring back app.py's sidebar.
     monkeypatch.setenv("VGGT_BACKEND", local_space.url)
     monkeypatch.setenv("VGGT_STORAGE_DIR", str(tmp_path))
-    at = AppTest.from_file(str(APP), default_timeout=30)
+    at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     at.switch_page(HISTORY).run()
     assert not at.exception

@@ -235,6 +235,7 @@ def test_progress_steps_are_reported_during_the_delay(
         job = client.submit(target_dir=target_dir, **PLAIN, api_name="/gradio_demo")
         seen = set()
         while not job.done():
+            assert time.monotonic() - started < 60, "the job never finished"
             for unit in job.status().progress_data or []:
                 seen.add((unit.index, unit.length))
             time.sleep(0.02)

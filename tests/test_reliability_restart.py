@@ -66,7 +66,7 @@ def start_app(storage: Path, backend_url: str, run_ids: list[str]) -> subprocess
     return process
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -169,7 +169,12 @@ def test_app_starting_beside_a_running_script_leaves_its_run_alone(backend, imag
         app = StudioService(load_config({"VGGT_BACKEND": backend.url}), store=RunStore(storage))
         try:
             assert app.recover() == []
-            assert store.load(run_id).status is RunStatus.processing
+            # Still the script's, going on (a busy machine may have moved it a step further).
+            assert store.load(run_id).status in {
+                RunStatus.processing,
+                RunStatus.fetching,
+                RunStatus.completed,
+            }
             wait_until(
                 lambda: store.load(run_id).status is RunStatus.completed,
                 timeout=60,

@@ -81,7 +81,7 @@ def new_run(store: RunStore, images, settings: VGGTSettings | None = None) -> st
     return run.run_id
 
 
-def wait_for(store: RunStore, run_id: str, statuses, timeout: float = 30.0) -> VGGTRun:
+def wait_for(store: RunStore, run_id: str, statuses, timeout: float = 60.0) -> VGGTRun:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = store.load(run_id)
@@ -206,7 +206,7 @@ def test_unreachable_backend(sample_images, tmp_path):
     with executor_for(tmp_path, url, VGGT_CONNECT_TIMEOUT=2) as (store, executor):
         run_id = new_run(store, sample_images)
         executor.start(run_id)
-        run = executor.wait(run_id, timeout=30)
+        run = executor.wait(run_id, timeout=60)
     assert run.status is RunStatus.failed
     assert run.error.startswith(f"Cannot reach the backend {url}")
 
@@ -224,7 +224,7 @@ def test_backend_without_the_vggt_api(sample_images, tmp_path):
         with executor_for(tmp_path, url) as (store, executor):
             run_id = new_run(store, sample_images)
             executor.start(run_id)
-            run = executor.wait(run_id, timeout=30)
+            run = executor.wait(run_id, timeout=60)
         assert run.status is RunStatus.failed
         assert "does not serve the VGGT API" in run.error and "/gradio_demo" in run.error
     finally:
@@ -276,10 +276,9 @@ def test_cancel_a_processing_run(sample_images, tmp_path):
         run_id = new_run(store, sample_images)
         executor.start(run_id)
         wait_for(store, run_id, {RunStatus.processing})
-        started = time.monotonic()
         executor.cancel(run_id)
-        run = wait_for(store, run_id, FINAL, timeout=10)
-        assert time.monotonic() - started < 10
+        # Cancelled, not completed: it ended before the stand-in's 20 s model step did.
+        run = wait_for(store, run_id, FINAL)
     assert run.status is RunStatus.cancelled
     assert run.finished_at is not None
     assert not store.artifact_exists(run_id, "glb")
@@ -298,7 +297,7 @@ def test_cancel_a_waiting_run_never_reaches_the_backend(sample_images, tmp_path)
         executor.cancel(second)
         assert store.load(second).status is RunStatus.cancelled
         assert executor.wait(first, timeout=60).status is RunStatus.completed
-        executor.wait(second, timeout=10)
+        executor.wait(second, timeout=60)
         uploads = [c for c in server.received if c["endpoint"] == "/update_gallery_on_upload"]
     assert store.load(second).status is RunStatus.cancelled
     assert len(uploads) == 1
@@ -306,13 +305,14 @@ def test_cancel_a_waiting_run_never_reaches_the_backend(sample_images, tmp_path)
 
 def test_four_runs_with_four_workers_run_at_the_same_time(sample_images, tmp_path):
     with (
-        LocalSpace(StandInOptions(delay=2, concurrency_limit=4)) as server,
+        # A model step long enough that all four uploads land within it, even on a busy machine.
+        LocalSpace(StandInOptions(delay=6, concurrency_limit=4)) as server,
         executor_for(tmp_path, server.url, VGGT_MAX_CONCURRENT_RUNS=4) as (store, executor),
     ):
         ids = [new_run(store, sample_images) for _ in range(4)]
         for run_id in ids:
             executor.start(run_id)
-        runs = [executor.wait(run_id, timeout=90) for run_id in ids]
+        runs = [executor.wait(run_id, timeout=120) for run_id in ids]
     assert all(r.status is RunStatus.completed for r in runs), [r.error for r in runs]
     # Every run was processing while every other one was: they overlapped, none waited.
     spans = []
@@ -329,7 +329,7 @@ def test_server_killed_mid_run(sample_images, tmp_path):
     ):
         run_id = new_run(store, sample_images)
         executor.start(run_id)
-        run = executor.wait(run_id, timeout=40)
+        run = executor.wait(run_id, timeout=60)
     assert run.status is RunStatus.failed
     assert "connection to the backend was lost" in run.error or "stopped answering" in run.error
 
@@ -342,9 +342,7 @@ def test_frozen_server_times_out(sample_images, tmp_path):
                 executor.start(run_id)
                 wait_for(store, run_id, {RunStatus.processing})
                 os.killpg(server.pid, signal.SIGSTOP)
-                started = time.monotonic()
-                run = wait_for(store, run_id, FINAL, timeout=40)
-                assert time.monotonic() - started < 40
+                run = wait_for(store, run_id, FINAL)  # the read timeout (3 s) ends it
         finally:
             os.killpg(server.pid, signal.SIGCONT)
     assert run.status is RunStatus.failed
