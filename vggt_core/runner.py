@@ -184,6 +184,8 @@ class RunExecutor:
 
     def sweep(self) -> list[str]:
         """End active runs no live worker holds (interrupted); queue waiting ones; return those."""
+        if not self.store.runs_dir.is_dir():
+            return []  # the storage folder went away (a deleted test folder): nothing to sweep
         picked = []
         page = self.store.list_runs(status=[*ACTIVE_STATUSES, RunStatus.queued], limit=1 << 30)
         for run in reversed(page.runs):  # oldest first, so they queue in their original order
