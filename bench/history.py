@@ -225,15 +225,34 @@ def page_seconds(storage: Path) -> float:
     return elapsed
 
 
+def close_app_services() -> None:
+    """Close the services app.py made in this process (one per storage folder, workers and a
+    sweep every 10 s): AppTest runs the app here, and the folders are about to be deleted.
+
+    ui/ offers no public way to do this, hence its private cache.
+    """
+    from ui.app_context import _services, _services_lock
+
+    with _services_lock:
+        services = _services()
+        made = [service for _key, service in services.values()]
+        services.clear()
+    for service in made:
+        service.close()
+
+
 def page_ratio(big: Path, small: Path, repeats: int) -> tuple[float, float, float]:
     """(median big-store seconds, median small-store seconds, ratio), runs interleaved."""
-    with served_navigation(), quiet_streamlit():
-        page_seconds(big)  # untimed: imports, the app's recover(), the index, caches
-        page_seconds(small)
-        times_big, times_small = [], []
-        for _ in range(repeats):
-            times_big.append(page_seconds(big))
-            times_small.append(page_seconds(small))
+    try:
+        with served_navigation(), quiet_streamlit():
+            page_seconds(big)  # untimed: imports, the app's recover(), the index, caches
+            page_seconds(small)
+            times_big, times_small = [], []
+            for _ in range(repeats):
+                times_big.append(page_seconds(big))
+                times_small.append(page_seconds(small))
+    finally:
+        close_app_services()
     b, s = statistics.median(times_big), statistics.median(times_small)
     return b, s, b / s
 
