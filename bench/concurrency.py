@@ -1,4 +1,4 @@
-"""Concurrent runs: the wall time of N runs at once over one run's, with the executor at N and 2."""
+"""Concurrent runs: the wall time of N runs at once over one run's, with N then 2 workers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.common import Figure
-from bench.overhead import bare_run, new_run, product_executor, sample_files, stand_in, temp_dir
-from vggt_core import RunStatus, RunStore, StudioService
+from bench.overhead import bare_run, new_run, product_service, sample_files, stand_in, temp_dir
+from vggt_core import RunStatus, StudioService
 from vggt_core.local_space import StandInOptions
 
 TARGET_PARALLEL = 1.3
@@ -22,12 +22,12 @@ IMAGES = 1
 IMAGE_SIZE = (160, 120)
 
 
-def batch_wall(store: RunStore, executor: StudioService, run_ids: list[str]) -> float:
-    """Seconds from the first submit to the last of `run_ids` finished; all must complete."""
+def batch_wall(service: StudioService, run_ids: list[str]) -> float:
+    """Seconds from the first start to the last of `run_ids` finished; all must complete."""
     start = time.perf_counter()
     for run_id in run_ids:
-        executor.start(run_id)
-    runs = [executor.wait(run_id, timeout=300) for run_id in run_ids]
+        service.start(run_id)
+    runs = [service.wait(run_id, timeout=300) for run_id in run_ids]
     elapsed = time.perf_counter() - start
     failed = [
         f"{r.run_id}: {r.status.value} {r.error}"
@@ -42,14 +42,14 @@ def batch_wall(store: RunStore, executor: StudioService, run_ids: list[str]) -> 
 def measure(
     url: str, root: Path, files: list[tuple[str, bytes]], runs: int, workers: int
 ) -> tuple[float, float]:
-    """(one run's wall time, `runs` runs' wall time) with an executor of `workers` threads."""
-    store, executor = product_executor(root, url, workers=workers)
+    """(one run's wall time, `runs` runs' wall time) with a service of `workers` workers."""
+    service = product_service(root, url, workers=workers)
     try:
-        single = batch_wall(store, executor, [new_run(store, files)])
-        ids = [new_run(store, files) for _ in range(runs)]
-        return single, batch_wall(store, executor, ids)
+        single = batch_wall(service, [new_run(service, files)])
+        ids = [new_run(service, files) for _ in range(runs)]
+        return single, batch_wall(service, ids)
     finally:
-        executor.close()
+        service.close()
 
 
 def bare_floor(url: str, paths: list[Path], work: Path, runs: int) -> tuple[float, float]:
@@ -62,7 +62,7 @@ def bare_floor(url: str, paths: list[Path], work: Path, runs: int) -> tuple[floa
 
 
 def run(quick: bool) -> list[Figure]:
-    """N runs in flight against a stand-in that serves N at once, with the executor at N then 2."""
+    """N runs in flight against a stand-in serving N at once; the service at N then 2 workers."""
     runs, delay = (4, 1.0) if quick else (8, 2.0)
     options = StandInOptions(delay=delay, concurrency_limit=runs)
     with (
@@ -70,11 +70,11 @@ def run(quick: bool) -> list[Figure]:
         stand_in(options, work) as space,
     ):
         files = sample_files(work / "images", IMAGES, IMAGE_SIZE)
-        store, executor = product_executor(work / "warm", space.url, workers=1)
+        service = product_service(work / "warm", space.url, workers=1)
         try:  # one untimed run: imports, first connections
-            batch_wall(store, executor, [new_run(store, files)])
+            batch_wall(service, [new_run(service, files)])
         finally:
-            executor.close()
+            service.close()
         single_n, wall_n = measure(space.url, work / "wide", files, runs, workers=runs)
         single_2, wall_2 = measure(space.url, work / "bounded", files, runs, BOUNDED_WORKERS)
         floor = None

@@ -16,10 +16,9 @@ import httpx
 import psutil
 
 from bench.common import Figure
-from bench.overhead import sample_files, stand_in, temp_dir
-from vggt_core import FINAL_STATUSES, RunStatus, RunStore, VGGTSettings
+from bench.overhead import new_run, product_service, sample_files, stand_in, temp_dir
+from vggt_core import FINAL_STATUSES, RunStatus, StudioService
 from vggt_core.local_space import StandInOptions, free_port
-from vggt_core.models import utc_now
 
 PROJECT = Path(__file__).resolve().parents[1]
 TARGET_MB = 400.0
@@ -30,15 +29,15 @@ SAMPLE_S = 0.05
 MB = 1024 * 1024
 
 
-def submitted_runs(store: RunStore, count: int, files: list[tuple[str, bytes]]) -> list[str]:
-    """`count` runs left as the app leaves them when it stops before starting them: queued with
-    submittedAt, so the app's recover() sends them at its first script run."""
+def submitted_runs(service: StudioService, count: int, files: list[tuple[str, bytes]]) -> list[str]:
+    """`count` runs started by a service without workers: left queued with submittedAt, as when
+    the app stops before its workers took them, so the app's recover() sends them at its first
+    script run."""
     ids = []
     for _ in range(count):
-        run = store.create_run(VGGTSettings())
-        store.add_images(run.run_id, files)
-        store.update(run.run_id, lambda r: setattr(r, "submitted_at", utc_now()))
-        ids.append(run.run_id)
+        run_id = new_run(service, files)
+        service.start(run_id)  # sets submittedAt; with no workers, nothing here takes the run
+        ids.append(run_id)
     return ids
 
 
@@ -155,15 +154,16 @@ def rss_mb(pid: int) -> float:
 
 
 def run(quick: bool) -> list[Figure]:
-    """Idle RSS, then the peak RSS while the app's executor has 8 runs in flight."""
+    """Idle RSS, then the peak RSS while the app's service has 8 runs in flight."""
     delay, settle_s = (1.5, 0.5) if quick else (5.0, 1.0)
     options = StandInOptions(delay=delay, concurrency_limit=RUNS)
     with (
         temp_dir("vggt-bench-memory-") as work,
         stand_in(options, work) as space,
     ):
-        store = RunStore(work / "storage")
-        ids = submitted_runs(store, RUNS, sample_files(work / "images", IMAGES, IMAGE_SIZE))
+        # No workers here: the runs wait on disk for the app's; this service only watches them.
+        service = product_service(work / "storage", space.url, RUNS, run_workers=False)
+        ids = submitted_runs(service, RUNS, sample_files(work / "images", IMAGES, IMAGE_SIZE))
         with streamlit_app(work / "storage", space.url) as (process, url):
             time.sleep(settle_s)  # let the server settle after its health check
             idle_mb = rss_mb(process.pid)
@@ -175,7 +175,7 @@ def run(quick: bool) -> list[Figure]:
                 while time.monotonic() - start < 120:
                     peak_mb = max(peak_mb, rss_mb(process.pid))
                     samples += 1
-                    statuses = [store.load(run_id).status for run_id in ids]
+                    statuses = [service.get(run_id).status for run_id in ids]
                     in_flight_max = max(
                         in_flight_max,
                         sum(
@@ -191,7 +191,7 @@ def run(quick: bool) -> list[Figure]:
                 settled_mb = rss_mb(process.pid)
             finally:
                 browser.close()
-            final = [store.load(run_id) for run_id in ids]
+            final = [service.get(run_id) for run_id in ids]
     failed = [r for r in final if r.status is not RunStatus.completed]
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) did not complete: {failed[0].error}")

@@ -15,7 +15,7 @@ import httpx
 from gradio_client import Client, handle_file
 
 from bench.common import Figure
-from vggt_core import RunStatus, RunStore, StudioService, VGGTSettings, load_config
+from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
 from vggt_core.local_space import (
     LocalSpaceProcess,
     StandInOptions,
@@ -65,31 +65,35 @@ def sample_files(
     return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count, size)]
 
 
-def product_executor(root: Path, backend: str, workers: int) -> tuple[RunStore, StudioService]:
-    """The store and executor the app builds from its settings, against `backend`."""
-    settings = load_config(
+def product_service(
+    root: Path, backend: str, workers: int = 1, *, run_workers: bool = True
+) -> StudioService:
+    """The service the app builds from its configuration, on `root` against `backend`.
+
+    `run_workers=False`: a service that stores and lists runs but runs none (no executor).
+    """
+    config = load_config(
         {
             "VGGT_BACKEND": backend,
             "VGGT_STORAGE_DIR": str(root),
             "VGGT_MAX_CONCURRENT_RUNS": str(workers),
         }
     )
-    store = RunStore.from_settings(settings)
-    return store, StudioService(settings, store=store)
+    return StudioService(config, workers=run_workers)
 
 
-def new_run(store: RunStore, files: list[tuple[str, bytes]]) -> str:
-    """A queued run holding `files`, ready for submit (what the New run page does first)."""
-    run = store.create_run(VGGTSettings())
-    store.add_images(run.run_id, files)
+def new_run(service: StudioService, files: list[tuple[str, bytes]]) -> str:
+    """A queued run holding `files`, ready for start (what the New run page does first)."""
+    run = service.create_run(VGGTSettings())
+    service.add_images(run.run_id, files)
     return run.run_id
 
 
-def product_run(store: RunStore, executor: StudioService, run_id: str) -> float:
-    """Seconds from submit to the finished run on disk; raises if it did not complete."""
+def product_run(service: StudioService, run_id: str) -> float:
+    """Seconds from start to the finished run on disk; raises if it did not complete."""
     start = time.perf_counter()
-    executor.start(run_id)
-    run = executor.wait(run_id, timeout=120)
+    service.start(run_id)
+    run = service.wait(run_id, timeout=120)
     elapsed = time.perf_counter() - start
     if run.status is not RunStatus.completed:
         raise RuntimeError(f"product run {run_id} ended {run.status.value}: {run.error}")
@@ -132,18 +136,18 @@ def run(quick: bool) -> list[Figure]:
     ):
         files = sample_files(work / "images")
         paths = sorted((work / "images").iterdir())
-        store, executor = product_executor(work / "storage", space.url, workers=1)
+        service = product_service(work / "storage", space.url, workers=1)
         try:
             # One untimed round of each: imports, first connections, the page cache.
-            product_run(store, executor, new_run(store, files))
+            product_run(service, new_run(service, files))
             bare_run(space.url, paths, work / "warm.glb")
             product, bare = [], []
             for i in range(count):
-                run_id = new_run(store, files)
-                product.append(product_run(store, executor, run_id))
+                run_id = new_run(service, files)
+                product.append(product_run(service, run_id))
                 bare.append(bare_run(space.url, paths, work / f"bare_{i}.glb"))
         finally:
-            executor.close()
+            service.close()
     ratio = statistics.median(product) / statistics.median(bare)
     label = f"{count} runs each, interleaved, {IMAGES} images {IMAGE_SIZE[0]}×{IMAGE_SIZE[1]}"
     return [
