@@ -118,7 +118,8 @@ def run_view(service: StudioService, run: VGGTRun, prefix: str) -> dict[str, Any
 async def create_run(call: Call) -> Response:
     data = await read_json(call.request)
     try:
-        body = CreateRunRequest.model_validate(data)
+        # Strictly the documented JSON: camelCase names, true/false for booleans, numbers.
+        body = CreateRunRequest.model_validate(data, strict=True, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise ApiError(400, "Invalid settings", describe_validation_error(exc)) from None
     presize = call.service.config.presize if body.presize is None else body.presize
@@ -390,7 +391,9 @@ def _endpoint(spec: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             query = None
             if spec.query is not None:
                 try:
-                    query = spec.query.model_validate(dict(request.query_params))
+                    query = spec.query.model_validate(
+                        dict(request.query_params), by_alias=True, by_name=False
+                    )
                 except ValidationError as exc:
                     raise ApiError(400, "Invalid query", describe_validation_error(exc)) from None
             return await spec.handler(Call(request, service, run_id, query))
@@ -410,9 +413,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_router() -> Starlette:
-    """The routes under the API's prefix (the caller puts the service in the scope)."""
-    routes = [
-        Route(spec.path, _endpoint(spec), methods=[spec.method], name=spec.handler.__name__)
-        for spec in ENDPOINTS
-    ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    """The routes under the API's prefix (the caller puts the service in the scope).
+
+    One route per path, whatever its methods, so a 405 names every method the path allows.
+    """
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for spec in ENDPOINTS:
+        by_path.setdefault(spec.path, {})[spec.method] = _endpoint(spec)
+
+    def route(path: str, handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> Route:
+        async def dispatch(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await handlers[method](request)
+
+        return Route(path, dispatch, methods=list(handlers))
+
+    return Starlette(
+        routes=[route(path, handlers) for path, handlers in by_path.items()],
+        exception_handlers={HTTPException: _http_error},
+    )
