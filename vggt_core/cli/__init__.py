@@ -157,10 +157,9 @@ def _started(args: argparse.Namespace, studio: Studio, started: Started) -> int:
     if args.wait or started.foreground:
         _say(args, f"Run {started.run.run_id}: {started.note}")
         return _follow(args, studio, started)
+    _say(args, f"Run {started.run.run_id} is waiting. {started.note}")
     if args.json:
         print_json(started.run.to_json_dict())
-    else:
-        print(f"Run {started.run.run_id} is waiting. {started.note}")
     return EXIT_OK
 
 
