@@ -295,3 +295,15 @@ def test_every_unreachable_error_reads_unreachable_and_no_other_does():
         assert not reads_unreachable(str(error)), str(error)
     assert not reads_unreachable(None) and not reads_unreachable("")
     assert RunStatus.failed  # the statuses the exit code reads are the core's
+
+
+def test_wait_runs_a_waiting_run_itself_when_nobody_runs_the_storage(storage, images, capsys):
+    service = StudioService(load_config(), workers=False)
+    files = [(p.name, p.read_bytes()) for p in sorted(images.glob("*.png"))]
+    waiting = service.submit(VGGTSettings(), files)  # recorded as waiting, nobody to run it
+    assert service.live_workers() == []
+    code = main(["wait", waiting.run_id, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["status"] == "completed"
+    assert "running it here" in captured.err
+    service.close()

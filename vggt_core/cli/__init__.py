@@ -27,7 +27,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..config import StudioConfig, describe_config_error, load_config
-from ..models import FINAL_STATUSES, PREDICTION_MODES, RunStatus, VGGTRun, VGGTSettings
+from ..errors import reads_unreachable
+from ..models import (
+    FINAL_STATUSES,
+    PREDICTION_MODES,
+    RunStatus,
+    VGGTRun,
+    VGGTSettings,
+    describe_validation_error,
+)
 from ..storage import is_valid_run_id
 from ._show import Progress, print_json, run_lines, run_row
 from ._studio import (
@@ -90,8 +98,6 @@ def _exit_code(run: VGGTRun) -> int:
     if run.status is RunStatus.completed:
         return EXIT_OK
     if run.status is RunStatus.failed:
-        from ..errors import reads_unreachable
-
         return EXIT_UNREACHABLE if reads_unreachable(run.error) else EXIT_FAILED
     return EXIT_FAILED if run.status in FINAL_STATUSES else EXIT_OK
 
@@ -175,8 +181,6 @@ def cmd_submit(args: argparse.Namespace, studio: Studio) -> int:
             show_cameras=not args.no_cameras,
         )
     except ValidationError as exc:
-        from ..models import describe_validation_error
-
         raise CliError(describe_validation_error(exc), EXIT_USAGE) from None
     presize = False if args.no_presize else None
     return _started(args, studio, studio.submit(files, settings, presize))
@@ -187,11 +191,12 @@ def cmd_retry(args: argparse.Namespace, studio: Studio) -> int:
 
 
 def cmd_wait(args: argparse.Namespace, studio: Studio) -> int:
-    note = studio.follow(args.run)
-    if note:
-        _say(args, f"Run {args.run}: {note}")
-    foreground = note is not None and note.startswith("No app")
-    return _follow(args, studio, Started(studio.get(args.run), note or "", foreground))
+    started = studio.follow(args.run)
+    if started is None:  # not waiting: follow it as it is (running, or already ended)
+        started = Started(studio.get(args.run), "", False)
+    else:
+        _say(args, f"Run {args.run}: {started.note}")
+    return _follow(args, studio, started)
 
 
 def cmd_list(args: argparse.Namespace, studio: Studio) -> int:

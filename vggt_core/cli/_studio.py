@@ -112,8 +112,8 @@ class Studio(abc.ABC):
     def check(self) -> CheckResult:
         """Whether the backend serves the VGGT API."""
 
-    def follow(self, run_id: str) -> str | None:
-        """Make sure someone runs this waiting run; a note saying who, or None."""
+    def follow(self, run_id: str) -> Started | None:
+        """Make sure someone runs this run if it is waiting; who does, or None if not waiting."""
         return None
 
     def close(self) -> None:  # noqa: B027  (nothing to release by default)
@@ -186,14 +186,14 @@ class LocalStudio(Studio):
         except VGGTError as exc:
             raise _core_error(exc) from None
 
-    def follow(self, run_id: str) -> str | None:
+    def follow(self, run_id: str) -> Started | None:
         run = self.get(run_id)
         if not (run.status is RunStatus.queued and run.submitted_at is not None):
             return None
         service, note, foreground = self._runner()
         if foreground:
             service.take(run_id)
-        return note
+        return Started(run, note, foreground)
 
     def get(self, run_id: str) -> VGGTRun:
         try:
