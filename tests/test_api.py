@@ -483,3 +483,14 @@ def test_a_run_started_by_the_service_is_cancelled_through_the_api(tmp_path, slo
             assert_error(api.post(f"/api/runs/{run.run_id}/retry"), 409, "Failed to retry")
     finally:
         service.close()
+
+
+def test_an_unexpected_failure_is_a_generic_500_and_only_the_log_says_more(caplog):
+    def broken() -> StudioService:
+        raise RuntimeError("internal detail at /srv/secret")
+
+    with TestClient(create_api_app(broken), base_url=LOCAL, client=("127.0.0.1", 1)) as api:
+        for path in ("/api/health", "/api/runs/run_1700000000000_abcdef"):
+            body = assert_error(api.get(path), 500, "Internal server error")
+            assert "internal detail" not in json.dumps(body) and "Traceback" not in body["details"]
+    assert "internal detail at /srv/secret" in caplog.text

@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..service import StudioService
 from ._auth import check_access
@@ -71,7 +71,19 @@ class _Api:
             await response(scope, receive, send)
             return
         scope[SERVICE_KEY] = service
-        await self._router(scope, receive, send)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._router(scope, receive, tracked)
+        except Exception as exc:  # past the handlers (e.g. a file gone while it was sent)
+            if started:
+                raise  # too late for an answer: the server logs it and drops the connection
+            await response_for(exc)(scope, receive, send)
 
 
 class _NoCompressionOfFiles:
