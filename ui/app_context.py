@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections.abc import Mapping
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
-from vggt_core import StorageError, StudioConfig, StudioService, describe_config_error, load_config
+from vggt_core import (
+    ConfigError,
+    StorageError,
+    StudioConfig,
+    StudioService,
+    VGGTError,
+    describe_config_error,
+    load_config,
+)
+from vggt_core.shared import process_services
 
 from .common import md_escape
+
+log = logging.getLogger(__name__)
 
 # --- configuration and the shared service -------------------------------------------------
 
@@ -35,36 +46,37 @@ def secrets_overrides() -> dict[str, Any]:
         return {}
 
 
-def _settings_key(settings: StudioConfig) -> str:
-    # The token only enters as part of a digest: the key itself never holds a secret.
-    raw = settings.model_dump_json() + "\0" + (settings.token or "")
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-@st.cache_resource(show_spinner=False)
-def _services() -> dict[str, tuple[str, StudioService]]:
-    return {}
-
-
-_services_lock = threading.Lock()
-
-
 def _service_for(settings: StudioConfig) -> StudioService:
-    """One service per storage folder and process; new settings replace it gracefully."""
-    root = str(Path(settings.storage_dir).resolve())
-    key = _settings_key(settings)
-    with _services_lock:
-        services = _services()
-        current = services.get(root)
-        if current is not None and current[0] == key:
-            return current[1]
-        service = StudioService(settings)
-        if current is not None:
-            # Its running runs finish; its waiting ones are taken over through the disk.
-            current[1].close(interrupt=False)
-        services[root] = (key, service)
-    service.recover()
-    return service
+    """One service per storage folder and process, shared with the REST API of this process;
+    new settings replace it gracefully."""
+    return process_services().get(settings)
+
+
+def shared_service() -> StudioService:
+    """The service the pages of this process use, for the REST API served beside them.
+
+    Called from the API's threads: it reads the configuration as the pages do (secrets over
+    environment over defaults) and makes no Streamlit call that needs a script run.
+    """
+    try:
+        settings = load_config(secrets_overrides())
+    except ValidationError as exc:
+        raise ConfigError(f"The configuration is not valid: {describe_config_error(exc)}") from None
+    return _service_for(settings)
+
+
+@contextlib.asynccontextmanager
+async def serve_lifespan(_app: object) -> AsyncIterator[None]:
+    """The server's life: the service starts with it (waiting runs resume before any visit) and
+    closes with it (running runs end interrupted at once, waiting runs stay queued)."""
+    try:
+        await run_in_threadpool(shared_service)
+    except VGGTError as exc:  # the pages show it to the first visitor
+        log.warning("the service could not start: %s", exc)
+    try:
+        yield
+    finally:
+        await run_in_threadpool(process_services().close)
 
 
 def context() -> AppContext:

@@ -17,6 +17,8 @@ __all__ = ["StudioConfig", "describe_config_error", "load_config"]
 MAX_TIMEOUT_S = 86400.0
 _SPACE_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _BACKEND_RULE = "a Space id (owner/name) or an http(s):// URL"
+# A bearer token anyone could guess is no protection: refuse a short one rather than serve with it.
+MIN_API_TOKEN_CHARS = 16
 
 
 def _timeout(default: float, variable: str) -> Any:
@@ -30,6 +32,8 @@ class StudioConfig(BaseSettings):
 
     backend: str = Field("facebook/vggt", validation_alias="VGGT_BACKEND")
     hf_token: SecretStr | None = Field(None, validation_alias="HF_TOKEN")
+    # The REST API's bearer token; unset, the API answers loopback clients only.
+    api_token: SecretStr | None = Field(None, validation_alias="VGGT_API_TOKEN")
     storage_dir: Path = Field(Path("storage"), validation_alias="VGGT_STORAGE_DIR")
     max_concurrent_runs: int = Field(
         2,
@@ -70,6 +74,21 @@ class StudioConfig(BaseSettings):
         elif _SPACE_ID.fullmatch(text):
             return text
         raise ValueError(_BACKEND_RULE)
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        text = "" if value is None else value.get_secret_value().strip()
+        if text and len(text) < MIN_API_TOKEN_CHARS:
+            raise ValueError(f"at least {MIN_API_TOKEN_CHARS} characters")
+        return value
+
+    @property
+    def api_token_value(self) -> str | None:
+        """The REST API's bearer token, for comparing only; None when unset or blank."""
+        if self.api_token is None:
+            return None
+        return self.api_token.get_secret_value().strip() or None
 
     @property
     def token(self) -> str | None:
@@ -130,6 +149,8 @@ def describe_config_error(error: ValidationError) -> str:
             parts.append(f"{variable}: {item['msg']}.")
         elif field == "hf_token":
             parts.append(f"{variable} must be text.")  # its value is never shown
+        elif field == "api_token":
+            parts.append(f"{variable} must be text of at least {MIN_API_TOKEN_CHARS} characters.")
         else:
             parts.append(f"{variable} must be {_rule(field)}, not {_shown(item['input'])}.")
     return " ".join(sorted(parts))

@@ -44,6 +44,7 @@ __all__ = [
     "bounded_text",
     "explain_error",
     "public_backend",
+    "reads_unreachable",
     "scrub",
     "storage_error",
 ]
@@ -374,3 +375,22 @@ def explain_error(exc: BaseException, *, backend: str, has_token: bool) -> Space
         f"Unexpected error talking to the backend: {type(exc).__name__}: {context.text}",
         kind="unexpected",
     )
+
+
+# The openings of the messages above whose kind is `unreachable` or `hub_busy`: a run keeps only
+# its error's words, and the command line reads them back to exit with "backend unreachable".
+# tests/test_cli.py builds each such error through explain_error and checks it is recognised.
+_UNREACHABLE_OPENINGS = (
+    "A proxy refused the connection to the backend",
+    "The secure connection to the backend",
+    "Cannot find the backend",
+    "Cannot reach the backend",
+    "No Space named",
+    "Talking to the backend",
+    "The Hugging Face Hub is",
+)
+
+
+def reads_unreachable(text: str | None) -> bool:
+    """True when a stored error (a run's, a check's) says the backend could not be reached."""
+    return bool(text) and str(text).startswith(_UNREACHABLE_OPENINGS)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import StudioConfig
 from .errors import RunBusy, StorageError
+from .heartbeat import Heartbeat, LiveWorker, live_workers
 from .images import check_image
 from .models import (
     ACTIVE_STATUSES,
@@ -66,6 +67,7 @@ class StudioService:
         )
         self.space = space or space_for(config)
         self._executor: RunExecutor | None = None
+        self._heartbeat: Heartbeat | None = None
         if workers:
             self._executor = RunExecutor(
                 self.store,
@@ -73,6 +75,10 @@ class StudioService:
                 workers=config.max_concurrent_runs,
                 sweep_interval_s=sweep_interval_s,
             )
+            if sweep_interval_s is not None:
+                # Its sweep picks up runs submitted by anyone: say so to the command line.
+                self._heartbeat = Heartbeat(self.store.root)
+                self._heartbeat.start()
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -184,6 +190,14 @@ class StudioService:
             run = end_orphan(self.store, run_id, cancelled=True) or run
         return run
 
+    def take(self, run_id: str) -> VGGTRun:
+        """Have this process's workers run a waiting run now (the command line's `wait` when
+        no app or worker runs the storage); a run that is not waiting is left as it is."""
+        run = self.store.load(run_id)
+        if run.status is RunStatus.queued and run.submitted_at is not None:
+            self._enqueue(run)
+        return run
+
     def delete(self, run_id: str, *, force: bool = False) -> None:
         """Delete a run and its files; an active run is refused unless `force` (then cancelled)."""
         if force:
@@ -262,6 +276,10 @@ class StudioService:
         """The storage folder this service works on."""
         return self.store.root
 
+    def live_workers(self) -> list[LiveWorker]:
+        """The processes (this one included) whose services run waiting runs on this storage."""
+        return live_workers(self.store.root)
+
     def is_running_here(self, run_id: str) -> bool:
         """True while a worker of this process holds or waits to take the run."""
         return self._executor is not None and self._executor.is_running(run_id)
@@ -285,6 +303,8 @@ class StudioService:
         With `interrupt`, running runs end interrupted (their remote jobs cancelled) within about
         `timeout`; without, they finish first and only new work is refused.
         """
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._executor is not None:
             self._executor.close(interrupt=interrupt, timeout=timeout)
 
