@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from ..storage import ARTIFACT_FILES, RUN_ID_PATTERN
+from ..listing import RUN_ID_PATTERN
+from ..storage import ARTIFACT_FILES
 from ._routes import ENDPOINTS, Endpoint
 from ._schemas import ErrorResponse
 
