@@ -66,7 +66,7 @@ def test_pip_install_gives_the_package_its_command_and_its_dependencies(tmp_path
         assert "usage: vggt-studio" in helped.stdout
     unknown = run([command, "frobnicate"])
     assert unknown.returncode == 2
-    assert "unknown command 'frobnicate'" in unknown.stderr
+    assert "invalid choice: 'frobnicate'" in unknown.stderr
 
     requires = run(
         [python, "-c", "import importlib.metadata as m; print(*m.requires('vggt-studio'))"]
