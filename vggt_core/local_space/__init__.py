@@ -1,7 +1,8 @@
 """A local Gradio app with the facebook/vggt Space's API and a fast deterministic model stand-in."""
 
+from ..glb import predictions_to_glb
 from ._app import DEPTH_MODE, POINTMAP_MODE
-from ._glb_writer import glb_file_name, predictions_to_glb
+from ._glb_writer import glb_file_name
 from ._handlers import NO_TARGET_DIR
 from ._model import PREDICTION_KEYS, load_and_preprocess_images, run_stand_in_model
 from ._options import ZEROGPU_QUOTA_ERROR, StandInOptions

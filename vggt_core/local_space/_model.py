@@ -7,19 +7,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..glb import PREDICTION_KEYS, rot_x, rot_y
+
+__all__ = [
+    "PREDICTION_KEYS",
+    "load_and_preprocess_images",
+    "run_stand_in_model",
+    "sky_mask",
+    "unproject_depth_map_to_point_map",
+]
+
 TARGET_SIZE = 518
 PATCH_SIZE = 14
-PREDICTION_KEYS = (
-    "pose_enc",
-    "depth",
-    "depth_conf",
-    "world_points",
-    "world_points_conf",
-    "images",
-    "extrinsic",
-    "intrinsic",
-    "world_points_from_depth",
-)
 
 
 def load_and_preprocess_images(image_paths: Sequence[str | Path]) -> np.ndarray:
@@ -56,21 +55,6 @@ def load_and_preprocess_images(image_paths: Sequence[str | Path]) -> np.ndarray:
     return np.stack(padded).astype(np.float32)
 
 
-def _rot_x(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _rot_y(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def _rot_z(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
 def _mat_to_quat_xyzw(rotation: np.ndarray) -> np.ndarray:
     """Rotation matrix to a unit quaternion, scalar last (VGGT's pose_enc order)."""
     m = rotation
@@ -87,7 +71,7 @@ def _arc_cameras(count: int, height: int, width: int) -> tuple[np.ndarray, np.nd
     pivot = np.array([0.0, 0.0, radius])
     extrinsic = np.zeros((count, 3, 4))
     for i in range(count):
-        cam_to_world = _rot_y(step_deg * i) @ _rot_x(1.5 * math.sin(i))
+        cam_to_world = rot_y(step_deg * i) @ rot_x(1.5 * math.sin(i))
         center = pivot + cam_to_world @ np.array([0.0, 0.0, -radius])
         rotation = cam_to_world.T
         extrinsic[i, :, :3] = rotation
