@@ -42,6 +42,15 @@ class StudioConfig(BaseSettings):
         validation_alias="VGGT_MAX_CONCURRENT_RUNS",
     )
     max_images_per_run: int = Field(200, ge=1, le=10_000, validation_alias="VGGT_MAX_IMAGES")
+    session_keep_s: float = Field(
+        600.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        validation_alias="VGGT_SESSION_KEEP_S",
+        description="How long a completed run's backend session stays open for one-frame "
+        "re-renders (the Space keeps the frame choices per session); 0 keeps none.",
+    )
     max_image_bytes: int = Field(
         30 * 1024 * 1024,
         ge=1,

@@ -22,8 +22,11 @@ __all__ = [
     "Artifacts",
     "Attempt",
     "RemoteJob",
+    "RenderSource",
+    "RenderStatus",
     "RunProgress",
     "RunStatus",
+    "RunVersion",
     "Timestamp",
     "UploadStats",
     "VGGTRun",
@@ -141,6 +144,9 @@ class RemoteJob(_CamelModel):
     model_config = ConfigDict(extra="allow")
 
     target_dir: str | None = None
+    frames: list[str] | None = Field(
+        None, description="The backend's frame-filter choices for this run ('0: name', …)."
+    )
 
 
 class UploadStats(_CamelModel):
@@ -163,6 +169,55 @@ class Attempt(_CamelModel):
     submitted_at: Timestamp | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+
+
+class RenderStatus(StrEnum):
+    """Where a re-render is: waiting, rendering, or ended."""
+
+    queued = "queued"
+    rendering = "rendering"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+RenderSource = Literal["reconstruction", "space", "local"]
+"""Who built a version's GLB: the run itself, the backend's `/update_visualization`, or this app
+re-filtering the run's `predictions.npz`."""
+
+
+class RunVersion(_CamelModel):
+    """One GLB of a completed run: the reconstruction (version 1) or a re-render of it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    number: int = Field(ge=1)
+    status: RenderStatus = RenderStatus.completed
+    settings: VGGTSettings
+    frame: int | None = Field(
+        None, ge=0, description="Show only this frame's points (index in model order); null: all."
+    )
+    glb: str | None = Field(None, description="The GLB's file name, relative to the run folder.")
+    points: int | None = Field(None, ge=0, description="Points in the GLB's cloud.")
+    source: RenderSource = "space"
+    requested_at: Timestamp = Field(default_factory=utc_now)
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    error: str | None = None
+    error_kind: str | None = Field(
+        None,
+        description="Why it failed, for the faces: 'forgotten' (the backend no longer holds the "
+        "run: re-run it), 'unsupported', 'frame_filter', 'backend', 'storage'.",
+    )
+    cancel_requested_at: Timestamp | None = None
+    owner_pid: int | None = Field(
+        None, description="The process that renders it; a dead owner means it was interrupted."
+    )
+
+    @property
+    def is_active(self) -> bool:
+        """True while it waits or renders."""
+        return self.status in (RenderStatus.queued, RenderStatus.rendering)
 
 
 class VGGTRun(_CamelModel):
@@ -194,6 +249,42 @@ class VGGTRun(_CamelModel):
     cancel_requested_at: Timestamp | None = Field(
         None, description="Set by a cancel in any process; the worker holding the run stops."
     )
+    versions: list[RunVersion] = Field(
+        default_factory=list,
+        description="The run's GLBs, oldest first: 1 is the reconstruction, then re-renders.",
+    )
+    parent_run_id: str | None = Field(
+        None, description="The run this one re-runs with new settings (its images, copied)."
+    )
+
+    @property
+    def all_versions(self) -> list[RunVersion]:
+        """Every version, oldest first; an older completed run's GLB reads as version 1."""
+        if self.versions or self.artifacts.glb is None or self.status is not RunStatus.completed:
+            return list(self.versions)
+        first = RunVersion(
+            number=1,
+            settings=self.settings,
+            glb=self.artifacts.glb,
+            source="reconstruction",
+            requested_at=self.submitted_at or self.requested_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+        return [first]
+
+    def version(self, number: int | None = None) -> RunVersion | None:
+        """A version by number; None gives the newest completed one."""
+        versions = self.all_versions
+        if number is None:
+            done = [v for v in versions if v.status is RenderStatus.completed and v.glb]
+            return done[-1] if done else None
+        return next((v for v in versions if v.number == number), None)
+
+    @property
+    def render(self) -> RunVersion | None:
+        """The re-render waiting or in progress, if any."""
+        return next((v for v in reversed(self.versions) if v.is_active), None)
 
     @property
     def reached(self) -> RunStatus:

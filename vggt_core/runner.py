@@ -14,9 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+from ._sessions import SessionKeeper
 from .errors import RunNotFound, SpaceCancelled, SpaceError, StorageError, bounded_text
+from .glb import GLBError, read_glb
 from .models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -24,6 +27,7 @@ from .models import (
     RemoteJob,
     RunProgress,
     RunStatus,
+    RunVersion,
     UploadStats,
     VGGTRun,
     utc_now,
@@ -125,9 +129,11 @@ class RunExecutor:
         *,
         workers: int = 2,
         sweep_interval_s: float | None = 10.0,
+        sessions: SessionKeeper | None = None,
     ) -> None:
         self.store = store
         self._space_factory = space_factory
+        self._sessions = sessions
         self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()  # None: stop
         self._lock = threading.Lock()
         self._pending: set[tuple[str, int]] = set()
@@ -343,6 +349,14 @@ class RunExecutor:
                 should_cancel=watch,
             )
             artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
+            first = RunVersion(
+                number=1,
+                settings=run.settings,
+                glb=ARTIFACT_FILES["glb"],
+                points=_point_count(glb_path),
+                source="reconstruction",
+                requested_at=run.submitted_at or utc_now(),
+            )
             if result.predictions is not None:
                 dest = self.store.artifact_path(run_id, "predictions")
                 session.download(
@@ -353,9 +367,21 @@ class RunExecutor:
                     should_cancel=watch,
                 )
                 artifacts.predictions = ARTIFACT_FILES["predictions"]
+            if self._sessions is not None and result.frames:
+                # A one-frame re-render only works in this session: keep it open a while.
+                self._sessions.keep(run_id, session)
         if watch():
             raise SpaceCancelled
-        self._finish(run_id, attempt, RunStatus.completed, None, artifacts=artifacts)
+        remote = RemoteJob(target_dir=target_dir, frames=result.frames or None)
+        self._finish(
+            run_id,
+            attempt,
+            RunStatus.completed,
+            None,
+            artifacts=artifacts,
+            versions=[first],
+            remote=remote,
+        )
 
     def _guarded(self, run_id: str, attempt: int, change: Callable[[VGGTRun], None]) -> VGGTRun:
         """Apply a worker's change only while the run is still this attempt's and active."""
@@ -392,6 +418,8 @@ class RunExecutor:
             if final is RunStatus.completed:
                 for key, value in changes.items():
                     setattr(run, key, value)
+                for version in run.versions:
+                    version.started_at, version.finished_at = run.started_at, run.finished_at
 
         try:
             run = self._guarded(run_id, attempt, apply)
@@ -425,6 +453,14 @@ class RunExecutor:
 
         with contextlib.suppress(_Superseded):
             self._guarded(run_id, attempt, apply)
+
+
+def _point_count(path: Path) -> int | None:
+    """How many points a GLB holds; None when the reader cannot tell (the preview says why)."""
+    try:
+        return read_glb(path).point_count
+    except GLBError:
+        return None
 
 
 def _done(message: str) -> RunProgress:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ._sessions import SessionKeeper
 from .config import StudioConfig
-from .errors import RunBusy, StorageError
+from .errors import RunBusy, RunNotFound, StorageError
 from .heartbeat import Heartbeat, LiveWorker, live_workers
 from .images import check_image
 from .models import (
@@ -16,11 +19,14 @@ from .models import (
     FINAL_STATUSES,
     Artifacts,
     Attempt,
+    RenderStatus,
     RunStatus,
+    RunVersion,
     VGGTRun,
     VGGTSettings,
     utc_now,
 )
+from .rerender import RenderExecutor, stale_render
 from .runner import RunExecutor, end_orphan
 from .space import CheckReport, VGGTSpace
 from .storage import ARTIFACT_FILES, ArtifactKind, RunPage, RunStore
@@ -68,12 +74,16 @@ class StudioService:
         self.space = space or space_for(config)
         self._executor: RunExecutor | None = None
         self._heartbeat: Heartbeat | None = None
+        self._sessions = SessionKeeper(config.session_keep_s)
+        self._renders: RenderExecutor | None = None
+        self._renders_lock = threading.Lock()
         if workers:
             self._executor = RunExecutor(
                 self.store,
                 lambda: self.space,
                 workers=config.max_concurrent_runs,
                 sweep_interval_s=sweep_interval_s,
+                sessions=self._sessions,
             )
             if sweep_interval_s is not None:
                 # Its sweep picks up runs submitted by anyone: say so to the command line.
@@ -190,6 +200,83 @@ class StudioService:
             run = end_orphan(self.store, run_id, cancelled=True) or run
         return run
 
+    def rerender(
+        self, run_id: str, settings: VGGTSettings, *, frame: int | None = None
+    ) -> RunVersion:
+        """Queue a re-render of a completed run with new settings (no GPU): a new version."""
+        renders = self._render_executor()
+        self.get(run_id)  # ends a render whose process is gone, so it does not block this one
+
+        def add(run: VGGTRun) -> None:
+            if run.status is not RunStatus.completed or run.version() is None:
+                raise RunBusy(
+                    f"Run {run_id} is {run.status.value}; only a completed run can re-render"
+                )
+            if run.render is not None:
+                raise RunBusy(
+                    f"Run {run_id} is already re-rendering version {run.render.number}; "
+                    "wait for it or cancel it"
+                )
+            if frame is not None and not 0 <= frame < len(run.images):
+                raise RunBusy(
+                    f"Frame {frame} is out of range: run {run_id} has {len(run.images)} frame(s) "
+                    "(0 is the first)"
+                )
+            run.versions = run.all_versions
+            run.versions.append(
+                RunVersion(
+                    number=max(v.number for v in run.versions) + 1,
+                    status=RenderStatus.queued,
+                    settings=settings,
+                    frame=frame,
+                    owner_pid=os.getpid(),
+                )
+            )
+
+        run = self.store.update(run_id, add)
+        version = run.versions[-1]
+        renders.enqueue(run_id, version.number)
+        return version
+
+    def cancel_render(self, run_id: str) -> VGGTRun:
+        """Cancel the run's waiting or running re-render, if any."""
+
+        def mark(run: VGGTRun) -> None:
+            version = run.render
+            if version is None:
+                return
+            if version.status is RenderStatus.queued:
+                version.status, version.finished_at = RenderStatus.cancelled, utc_now()
+            elif version.cancel_requested_at is None:
+                version.cancel_requested_at = utc_now()
+
+        before = self.store.load(run_id).render
+        self.store.update(run_id, mark)
+        if before is not None and self._renders is not None:
+            self._renders.nudge(run_id, before.number)
+        return self.get(run_id)
+
+    def rerun(self, run_id: str, settings: VGGTSettings) -> VGGTRun:
+        """Start a new run with this run's images and new settings, linked to it as its parent
+        (for when the backend forgot the run and cannot re-render it)."""
+        parent = self.store.load(run_id)
+        files = [(path.name, path.read_bytes()) for path in self.store.image_paths(run_id)]
+        if not files:
+            raise RunBusy(f"Run {run_id} has no images to send again")
+        run = self.store.create_run(
+            settings,
+            backend=self.space.label,
+            presize=parent.presize,
+            images=files,
+            parent_run_id=run_id,
+        )
+        try:
+            return self.start(run.run_id)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.store.delete_run(run.run_id, force=True)
+            raise
+
     def take(self, run_id: str) -> VGGTRun:
         """Have this process's workers run a waiting run now (the command line's `wait` when
         no app or worker runs the storage); a run that is not waiting is left as it is."""
@@ -208,8 +295,32 @@ class StudioService:
     # --- queries -------------------------------------------------------------------------------
 
     def get(self, run_id: str) -> VGGTRun:
-        """The run as stored now."""
-        return self.store.load(run_id)
+        """The run as stored now (a re-render whose process is gone reads interrupted)."""
+        run = self.store.load(run_id)
+        render = run.render
+        if render is not None and stale_render(render, self._is_my_render(run_id)):
+            run = self._end_stale_render(run_id, render.number)
+        return run
+
+    def version_glb(self, run_id: str, number: int | None = None) -> Path | None:
+        """The GLB of a version (the newest completed one by default), or None."""
+        version = self.store.load(run_id).version(number)
+        if version is None or version.status is not RenderStatus.completed:
+            return None
+        return self.store.version_file(run_id, version.glb)
+
+    def wait_render(self, run_id: str, number: int, timeout: float | None = None) -> RunVersion:
+        """Block until a version is rendered or ended; return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            version = self.get(run_id).version(number)
+            if version is None:
+                raise RunNotFound(f"Run {run_id} has no version {number}")
+            if not version.is_active:
+                return version
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Version {number} of run {run_id} is still {version.status}")
+            time.sleep(WAIT_POLL_S)
 
     def list_runs(
         self,
@@ -307,6 +418,31 @@ class StudioService:
             self._heartbeat.stop()
         if self._executor is not None:
             self._executor.close(interrupt=interrupt, timeout=timeout)
+        if self._renders is not None:
+            self._renders.close(timeout=timeout)
+        self._sessions.close()
+
+    def _render_executor(self) -> RenderExecutor:
+        with self._renders_lock:
+            if self._renders is None:
+                self._renders = RenderExecutor(self.store, lambda: self.space, self._sessions)
+            return self._renders
+
+    def _is_my_render(self, run_id: str) -> Callable[[int], bool]:
+        renders = self._renders
+        return lambda number: renders is not None and renders.is_mine(run_id, number)
+
+    def _end_stale_render(self, run_id: str, number: int) -> VGGTRun:
+        is_mine = self._is_my_render(run_id)
+
+        def end(run: VGGTRun) -> None:
+            version = run.version(number)
+            if version is not None and stale_render(version, is_mine):
+                version.status = RenderStatus.failed
+                version.error = "Interrupted: the app stopped while re-rendering. Re-render again."
+                version.finished_at = utc_now()
+
+        return self.store.update(run_id, end)
 
     def _enqueue(self, run: VGGTRun) -> VGGTRun:
         if self._executor is not None:

@@ -31,6 +31,7 @@ __all__ = [
     "CheckReport",
     "FileRef",
     "ReconstructResult",
+    "RenderResult",
     "SpaceSession",
     "StatusReport",
     "VGGTSpace",
@@ -41,6 +42,9 @@ __all__ = [
 
 UPLOAD_API = "/update_gallery_on_upload"
 RECONSTRUCT_API = "/gradio_demo"
+RENDER_API = "/update_visualization"
+# The Space answers a re-render of a folder it no longer holds with no file and this message.
+FORGOTTEN_PREFIX = "No reconstruction available"
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     UPLOAD_API: ("input_video", "input_images"),
     RECONSTRUCT_API: (
@@ -82,6 +86,20 @@ class ReconstructResult:
     glb: FileRef
     predictions: FileRef | None
     message: str
+    frames: list[str] = field(default_factory=list)  # the frame filter's choices but "All"
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What `/update_visualization` returned: the GLB, or None when the Space forgot the run."""
+
+    glb: FileRef | None
+    message: str
+
+    @property
+    def forgotten(self) -> bool:
+        """True when the backend no longer holds the run's folder (a restarted Space)."""
+        return self.glb is None
 
 
 @dataclass(frozen=True)
@@ -193,7 +211,8 @@ class VGGTSpace:
         try:
             yield session
         finally:
-            session.close()
+            if not session.kept:
+                session.close()
 
     def _build_client(self, tracer: TraceRequests) -> Client:
         self._check_space_stage()
@@ -307,10 +326,25 @@ class SpaceSession:
             self.close()
             raise space._explain(exc) from exc
         self.predictions_index = self._find_predictions_output()
+        self.kept = False
+        self._lock = threading.Lock()
+
+    def keep(self) -> None:
+        """Leave the session open after its `with` block; whoever keeps it closes it."""
+        self.kept = True
 
     def close(self) -> None:
         """Stop the client's heartbeat and its thread pools."""
         _close_client(self.client)
+
+    @property
+    def can_render(self) -> bool:
+        """True when the backend serves `/update_visualization` with the parameters we send."""
+        endpoint = self._endpoint(RENDER_API)
+        if endpoint is None:
+            return False
+        have = {p.get("parameter_name") for p in endpoint.get("parameters", [])}
+        return set(REQUIRED_PARAMETERS[RECONSTRUCT_API]) <= have
 
     def _endpoint(self, name: str) -> dict[str, Any] | None:
         endpoint: dict[str, Any] | None = self.api.get("named_endpoints", {}).get(name)
@@ -452,7 +486,43 @@ class SpaceSession:
         predictions = None
         if self.predictions_index is not None and len(result) > self.predictions_index:
             predictions = _file_ref(result[self.predictions_index])
-        return ReconstructResult(glb=glb, predictions=predictions, message=message)
+        frames = _choices(result[2]) if len(result) > 2 else []
+        return ReconstructResult(glb=glb, predictions=predictions, message=message, frames=frames)
+
+    def render(
+        self,
+        target_dir: str,
+        settings: VGGTSettings,
+        *,
+        frame_filter: str = "All",
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> RenderResult:
+        """Re-filter the backend's saved predictions with new settings (`/update_visualization`,
+        CPU only); a result without a GLB means the backend forgot the run."""
+        try:
+            job = self.client.submit(
+                target_dir=target_dir,
+                **settings.space_kwargs(frame_filter),
+                is_example="False",
+                api_name=RENDER_API,
+            )
+        except Exception as exc:
+            raise self.space._explain(exc) from exc
+        # One job at a time per session: the frame filter's choices live in this session.
+        with self._lock:
+            result = self._run_job(job, None, should_cancel)
+        if not isinstance(result, list | tuple) or len(result) < 2:
+            raise SpaceError(
+                f"The backend answered {RENDER_API} in an unexpected shape.", kind="api_changed"
+            )
+        message = bounded_text(str(result[1] or ""))
+        glb = _file_ref(result[0])
+        if glb is None and not message.startswith(FORGOTTEN_PREFIX):
+            raise SpaceError(
+                f"The backend returned no 3D model. Its message: {message or 'none'}",
+                kind="app_error",
+            )
+        return RenderResult(glb=glb, message=message)
 
     def download(
         self,
@@ -475,6 +545,15 @@ def _stream_error(streams: list[concurrent.futures.Future[Any]]) -> BaseExceptio
             if error is not None:
                 return error
     return None
+
+
+def _choices(update: Any) -> list[str]:
+    """The frame filter's choices from `/gradio_demo`'s dropdown update, "All" left out."""
+    choices = update.get("choices") if isinstance(update, dict) else None
+    if not isinstance(choices, list):
+        return []
+    names = [c[0] if isinstance(c, list | tuple) and c else c for c in choices]
+    return [bounded_text(str(n)) for n in names if isinstance(n, str) and n != "All"]
 
 
 def _file_ref(value: Any) -> FileRef | None:

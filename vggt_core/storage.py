@@ -48,6 +48,7 @@ ArtifactKind = Literal["glb", "predictions"]
 ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "predictions.npz"}
 METADATA = "metadata.json"
 IMAGES = "images"
+VERSIONS = "versions"
 STAGING = ".staging"
 # A metadata read-modify-write takes milliseconds; a lock held this long means a stuck process.
 LOCK_TIMEOUT_S = 30.0
@@ -362,7 +363,7 @@ class RunStore(RunListing):
         removed = 0
         with self.lock(run_id):
             folder = self._existing_dir(run_id)
-            for parent in (folder, folder / IMAGES):
+            for parent in (folder, folder / IMAGES, folder / VERSIONS):
                 if parent.is_symlink() or not parent.is_dir():
                     continue
                 with os.scandir(parent) as entries:
@@ -462,6 +463,35 @@ class RunStore(RunListing):
                 finally:
                     tmp.unlink(missing_ok=True)
         return target
+
+    def version_path(self, run_id: str, number: int) -> Path:
+        """Where a re-render's GLB goes: `versions/v<number>.glb` in the run (never scene.glb)."""
+        if number < 2:
+            raise ValueError("version 1 is the reconstruction's scene.glb")
+        return self.run_dir(run_id) / VERSIONS / f"v{number}.glb"
+
+    def version_file(self, run_id: str, name: str | None) -> Path | None:
+        """A version's GLB by its stored relative name, when it is a regular file in the run."""
+        if not name:
+            return None
+        folder = self.run_dir(run_id)
+        path = folder / name
+        parts = Path(name).parts
+        if len(parts) > 2 or not all(is_plain_name(part) for part in parts):
+            return None  # a hand-edited metadata.json must not point outside the run
+        if any(p.is_symlink() for p in (path, path.parent)) or not path.is_file():
+            return None
+        return path
+
+    def save_version(self, run_id: str, number: int, source: Path) -> str:
+        """Move a finished re-render's GLB (on the storage's file system) into place; its name
+        relative to the run folder."""
+        target = self.version_path(run_id, number)
+        self._existing_dir(run_id)
+        with _disk(f"save run {run_id}'s version {number}"):
+            target.parent.mkdir(exist_ok=True)
+            commit_file(source, target)
+        return f"{VERSIONS}/{target.name}"
 
     # --- delete ------------------------------------------------------------------------------
 
