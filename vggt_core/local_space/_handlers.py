@@ -322,7 +322,8 @@ class StandIn:
             "is_example": is_example,
         }
         self._record("/update_visualization", params, request)
-        if is_example == "True":
+        options, _ = self.current_options()
+        if is_example == "True" or options.forget:
             return None, NO_RECONSTRUCTION
         work = self._resolve(target_dir)
         if work is None:

@@ -23,6 +23,7 @@ RUNTIME_FIELDS = (
     "download_garbage",
     "download_truncate",
     "download_rate",
+    "forget",
 )
 
 
@@ -42,6 +43,7 @@ class StandInOptions:
     download_garbage: bool = False
     download_truncate: float | None = None
     download_rate: float | None = None
+    forget: bool = False
     return_predictions: bool = False
     queue_max_size: int | None = 20
     concurrency_limit: int | None = 1
@@ -89,6 +91,8 @@ class StandInOptions:
             args += ["--download-truncate", str(self.download_truncate)]
         if self.download_rate is not None:
             args += ["--download-rate", str(self.download_rate)]
+        if self.forget:
+            args.append("--forget")
         if self.return_predictions:
             args.append("--return-predictions")
         args += ["--max-size", str(self.queue_max_size if self.queue_max_size is not None else 0)]
