@@ -18,6 +18,7 @@ from .common import (
     fmt_duration,
     fmt_time,
     md_escape,
+    polling_fragment,
     show_flashes,
 )
 from .detail import (
@@ -31,7 +32,6 @@ from .images import (
 from .runs import (
     finished_card,
     live_runs,
-    polling_fragment,
     remember_run,
     session_runs,
 )

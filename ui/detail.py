@@ -14,11 +14,20 @@ from vggt_core import (
 )
 
 from .app_context import AppContext, context
-from .common import MODE_LABELS, flash, fmt_duration, fmt_time, md_escape, upload_saving
+from .common import (
+    MODE_LABELS,
+    flash,
+    fmt_duration,
+    fmt_time,
+    md_escape,
+    polling_fragment,
+    upload_saving,
+)
 from .images import run_thumbnails
 from .preview import downloads, preview
-from .runs import polling_fragment, run_action
+from .runs import run_action
 from .status import progress_panel, status_badge, step_indicator
+from .versions import parent_link, render_status, rerender_form, version_picker, versions_table
 
 # --- one run's detail (History) -------------------------------------------------------------
 
@@ -186,17 +195,29 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
     polling_fragment("run_detail", _detail_live_body, run_id if run.is_active else None, run_id)
     if run.error and run.status == RunStatus.failed:
         st.error(md_escape(run.error), icon=":material/error:")
+    parent_link(run)
     left, right = st.columns([3, 2], gap="large")
+    chosen = None
     with left:
         if run.status == RunStatus.completed:
-            preview(ctx.service, run, ctx.settings.preview_points, key=f"detail_preview_{run_id}")
+            chosen = version_picker(run, key="detail_version")
+            preview(
+                ctx.service,
+                run,
+                ctx.settings.preview_points,
+                key=f"detail_preview_{run_id}_{chosen.number if chosen else 0}",
+                version=chosen,
+            )
+            render_status(run)
+            if chosen is not None:
+                rerender_form(ctx.service, run, chosen)
         elif not run.is_active:
             st.info("No 3D model: the run did not complete.")
     with right:
         if run.status == RunStatus.completed:
             st.markdown("**Downloads**")
             with st.container(horizontal=True):
-                downloads(ctx.service, run)
+                downloads(ctx.service, run, chosen)
         saving = upload_saving(run)
         if saving:
             st.markdown(f"**Upload** · {saving}")
@@ -204,6 +225,7 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
         settings_table(run)
         st.markdown("**Timings**")
         timings_table(run)
+        versions_table(run)
         attempts_table(run)
     with st.expander(f"Images ({len(run.images)})", expanded=not run.is_active):
         run_thumbnails(ctx.service, run_id)

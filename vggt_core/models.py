@@ -260,12 +260,12 @@ class VGGTRun(_CamelModel):
     @property
     def all_versions(self) -> list[RunVersion]:
         """Every version, oldest first; an older completed run's GLB reads as version 1."""
-        if self.versions or self.artifacts.glb is None or self.status is not RunStatus.completed:
+        if self.versions or self.status is not RunStatus.completed:
             return list(self.versions)
         first = RunVersion(
             number=1,
             settings=self.settings,
-            glb=self.artifacts.glb,
+            glb=self.artifacts.glb or "scene.glb",
             source="reconstruction",
             requested_at=self.submitted_at or self.requested_at,
             started_at=self.started_at,
