@@ -60,7 +60,9 @@ def test_versions_are_listed_newest_first_and_the_preview_follows_the_choice(
     picker(at).set_value(1).run()
     assert not at.exception
     assert f"dl_glb_{rid}_v1" in download_names(at) and "_v3" not in download_names(at)
+    assert "5 (percentile)" not in page_text(at)  # v1's settings are shown
     picker(at).set_value(2).run()
+    assert "(version 2)" in page_text(at) and "5 (percentile)" in page_text(at)
     [figure] = plotly_figures(at)
     assert point_count(figure) == min(points[2], 20_000)
 

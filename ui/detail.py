@@ -7,6 +7,7 @@ import streamlit as st
 from vggt_core import (
     RunNotFound,
     RunStatus,
+    RunVersion,
     StorageError,
     VGGTRun,
     is_valid_run_id,
@@ -37,10 +38,11 @@ def valid_run_param(value: object) -> str | None:
     return value if isinstance(value, str) and is_valid_run_id(value) else None
 
 
-def settings_table(run: VGGTRun) -> None:
-    """The run's settings in words."""
-    s = run.settings
+def settings_table(run: VGGTRun, version: RunVersion | None = None) -> None:
+    """The settings of the version shown (the run's own when none) in words."""
+    s = version.settings if version is not None else run.settings
     yes = {True: "yes", False: "no"}
+    frame = None if version is None else version.frame
     rows = [
         ("Confidence threshold", f"{s.conf_threshold:g} (percentile)"),
         ("Prediction mode", MODE_LABELS[s.prediction_mode]),
@@ -48,6 +50,7 @@ def settings_table(run: VGGTRun) -> None:
         ("Mask white background", yes[s.mask_white_bg]),
         ("Mask sky", yes[s.mask_sky]),
         ("Show cameras", yes[s.show_cameras]),
+        ("Frame", "all" if frame is None else f"{frame} only"),
         ("Send model-sized images", yes[run.presize]),
         ("Backend", public_backend(run.backend) if run.backend else "—"),
     ]
@@ -221,8 +224,9 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
         saving = upload_saving(run)
         if saving:
             st.markdown(f"**Upload** · {saving}")
-        st.markdown("**Settings**")
-        settings_table(run)
+        shown = f" (version {chosen.number})" if chosen is not None and chosen.number > 1 else ""
+        st.markdown(f"**Settings**{shown}")
+        settings_table(run, chosen)
         st.markdown("**Timings**")
         timings_table(run)
         versions_table(run)
