@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers_service import running, service_on
+from tests.helpers_service import running, service_on, wait_for
 from vggt_core import (
     RenderStatus,
     RunBusy,
@@ -220,3 +220,44 @@ def test_an_older_completed_run_reads_as_version_one(tmp_path, local_space, imag
         version = render(service, run_id, conf_threshold=20.0)
         assert version.number == 2 and version.status is RenderStatus.completed
         assert [v.number for v in service.get(run_id).versions] == [1, 2]
+
+
+def test_cancel_a_rendering_and_a_waiting_re_render(tmp_path, local_space, images):
+    with running(service_on(tmp_path, local_space.url)) as service:
+        first = completed(service, images)
+        second = completed(service, images)
+        with local_space.override(render_delay=30.0):
+            slow = service.rerender(first, VGGTSettings(conf_threshold=15.0))
+            waiting = service.rerender(second, VGGTSettings(conf_threshold=15.0))
+            wait_for(
+                lambda: service.get(first).version(slow.number).status is RenderStatus.rendering,
+                what="the first re-render to start",
+            )
+            assert service.get(second).version(waiting.number).status is RenderStatus.queued
+            ended = service.cancel_render(second).version(waiting.number)
+            assert ended.status is RenderStatus.cancelled  # at once: nobody had started it
+            service.cancel_render(first)
+            done = service.wait_render(first, slow.number, timeout=20)
+        assert done.status is RenderStatus.cancelled and done.glb is None
+        assert not (tmp_path / "runs" / first / "versions" / f"v{slow.number}.glb").exists()
+        assert service.get(second).render is None
+        assert render(service, first, conf_threshold=25.0).status is RenderStatus.completed
+
+
+def test_closing_the_app_mid_render_ends_it_interrupted(tmp_path, local_space, images):
+    service = service_on(tmp_path, local_space.url)
+    try:
+        run_id = completed(service, images)
+        with local_space.override(render_delay=30.0):
+            version = service.rerender(run_id, VGGTSettings(conf_threshold=15.0))
+            wait_for(
+                lambda: (
+                    service.get(run_id).version(version.number).status is RenderStatus.rendering
+                ),
+                what="the re-render to start",
+            )
+            service.close(timeout=20)
+    finally:
+        service.close()
+    ended = service.get(run_id).version(version.number)
+    assert ended.status is RenderStatus.failed and "Interrupted" in (ended.error or "")

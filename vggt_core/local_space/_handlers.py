@@ -323,6 +323,8 @@ class StandIn:
         }
         self._record("/update_visualization", params, request)
         options, _ = self.current_options()
+        if options.render_delay:
+            time.sleep(options.render_delay)  # a busy Space CPU, seen as a slow handler
         if is_example == "True" or options.forget:
             return None, NO_RECONSTRUCTION
         work = self._resolve(target_dir)

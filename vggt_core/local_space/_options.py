@@ -24,6 +24,7 @@ RUNTIME_FIELDS = (
     "download_truncate",
     "download_rate",
     "forget",
+    "render_delay",
 )
 
 
@@ -44,6 +45,7 @@ class StandInOptions:
     download_truncate: float | None = None
     download_rate: float | None = None
     forget: bool = False
+    render_delay: float = 0.0
     return_predictions: bool = False
     queue_max_size: int | None = 20
     concurrency_limit: int | None = 1
@@ -56,8 +58,8 @@ class StandInOptions:
             raise ValueError("fail_times must be >= 0 or None")
         if self.exit_after is not None and self.exit_after < 0:
             raise ValueError("exit_after must be >= 0 or None")
-        if self.upload_delay < 0:
-            raise ValueError("upload_delay must be >= 0")
+        if self.upload_delay < 0 or self.render_delay < 0:
+            raise ValueError("upload_delay and render_delay must be >= 0")
         if self.download_status is not None and not 100 <= self.download_status <= 599:
             raise ValueError("download_status must be an HTTP status (100-599) or None")
         if self.download_truncate is not None and not 0 <= self.download_truncate < 1:
@@ -93,6 +95,8 @@ class StandInOptions:
             args += ["--download-rate", str(self.download_rate)]
         if self.forget:
             args.append("--forget")
+        if self.render_delay:
+            args += ["--render-delay", str(self.render_delay)]
         if self.return_predictions:
             args.append("--return-predictions")
         args += ["--max-size", str(self.queue_max_size if self.queue_max_size is not None else 0)]

@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--download-garbage", action="store_true", help="serve an HTML page as the GLB download")
     add("--download-truncate", type=float, help="serve only this fraction (0-1) of each GLB")
     add("--download-rate", type=float, help="serve GLB downloads at this many bytes a second")
+    add("--render-delay", type=float, default=0.0, help="seconds each re-render call waits first")
     add(
         "--forget",
         action="store_true",
@@ -321,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         download_truncate=args.download_truncate,
         download_rate=args.download_rate,
         forget=args.forget,
+        render_delay=args.render_delay,
         return_predictions=args.return_predictions,
         queue_max_size=args.max_size or None,
         concurrency_limit=args.concurrency_limit or None,
