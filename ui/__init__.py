@@ -21,6 +21,7 @@ from .common import (
     polling_fragment,
     show_flashes,
 )
+from .compare import comparison
 from .detail import (
     run_detail,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "NEW_RUN_PAGE",
     "STATUS_STYLE",
     "AppContext",
+    "comparison",
     "context",
     "disk_usage",
     "finished_card",

@@ -24,6 +24,7 @@ from .common import (
     polling_fragment,
     upload_saving,
 )
+from .compare import add_to_compare
 from .images import run_thumbnails
 from .preview import downloads, preview
 from .runs import run_action
@@ -221,6 +222,7 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
             st.markdown("**Downloads**")
             with st.container(horizontal=True):
                 downloads(ctx.service, run, chosen)
+            add_to_compare(run, chosen)
         saving = upload_saving(run)
         if saving:
             st.markdown(f"**Upload** · {saving}")

@@ -4,6 +4,7 @@ No Streamlit here: the pages, the command line and the REST API are thin faces o
 `StudioService`.
 """
 
+from .compare import COMPARED_FIELDS, CompareItem, Comparison
 from .config import StudioConfig, describe_config_error, load_config
 from .errors import (
     ConfigError,
@@ -42,11 +43,14 @@ from .storage import BrokenRun, RunPage, RunStore, is_valid_run_id
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "COMPARED_FIELDS",
     "FINAL_STATUSES",
     "Artifacts",
     "Attempt",
     "BrokenRun",
     "CheckReport",
+    "CompareItem",
+    "Comparison",
     "ConfigError",
     "GLBError",
     "ImageRejected",

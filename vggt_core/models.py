@@ -199,6 +199,7 @@ class RunVersion(_CamelModel):
     )
     glb: str | None = Field(None, description="The GLB's file name, relative to the run folder.")
     points: int | None = Field(None, ge=0, description="Points in the GLB's cloud.")
+    cameras: int | None = Field(None, ge=0, description="Camera cones in the GLB.")
     source: RenderSource = "space"
     requested_at: Timestamp = Field(default_factory=utc_now)
     started_at: Timestamp | None = None

@@ -205,8 +205,7 @@ class RenderExecutor:
         assert version is not None
         try:
             name, source = self._build(run, version, watch)
-            path = self.store.run_dir(run_id) / name
-            points = read_glb(path).point_count
+            scene = read_glb(self.store.run_dir(run_id) / name)
         except SpaceCancelled:
             self._end(run_id, number, RenderStatus.cancelled, None)
         except _Refused as exc:
@@ -221,8 +220,9 @@ class RenderExecutor:
             text = bounded_text(f"The re-render could not be built or saved: {exc}")
             self._end(run_id, number, RenderStatus.failed, text, kind="storage")
         else:
+            counts = (scene.point_count, len(scene.cameras))
             self._end(
-                run_id, number, RenderStatus.completed, None, glb=name, points=points, source=source
+                run_id, number, RenderStatus.completed, None, glb=name, counts=counts, source=source
             )
 
     def _build(self, run: VGGTRun, version: RunVersion, watch: _Watch) -> tuple[str, RenderSource]:
@@ -299,7 +299,7 @@ class RenderExecutor:
         *,
         kind: str | None = None,
         glb: str | None = None,
-        points: int | None = None,
+        counts: tuple[int, int] | None = None,
         source: RenderSource = "space",
     ) -> None:
         def end(version: RunVersion) -> None:
@@ -312,7 +312,8 @@ class RenderExecutor:
             version.status, version.error, version.error_kind = final, error_text, kind
             version.finished_at = utc_now()
             if final is RenderStatus.completed:
-                version.glb, version.points, version.source = glb, points, source
+                version.glb, version.source = glb, source
+                version.points, version.cameras = counts or (None, None)
 
         try:
             run = self._change(run_id, number, end)

@@ -353,7 +353,7 @@ class RunExecutor:
                 number=1,
                 settings=run.settings,
                 glb=ARTIFACT_FILES["glb"],
-                points=_point_count(glb_path),
+                **_glb_counts(glb_path),
                 source="reconstruction",
                 requested_at=run.submitted_at or utc_now(),
             )
@@ -455,12 +455,13 @@ class RunExecutor:
             self._guarded(run_id, attempt, apply)
 
 
-def _point_count(path: Path) -> int | None:
-    """How many points a GLB holds; None when the reader cannot tell (the preview says why)."""
+def _glb_counts(path: Path) -> dict[str, int | None]:
+    """A GLB's points and camera cones; None when the reader cannot tell (the preview says why)."""
     try:
-        return read_glb(path).point_count
+        scene = read_glb(path)
     except GLBError:
-        return None
+        return {"points": None, "cameras": None}
+    return {"points": scene.point_count, "cameras": len(scene.cameras)}
 
 
 def _done(message: str) -> RunProgress:

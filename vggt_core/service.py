@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ._sessions import SessionKeeper
+from .compare import Comparison, compare_items, parse_ref
 from .config import StudioConfig
 from .errors import RunBusy, RunNotFound, StorageError
 from .heartbeat import Heartbeat, LiveWorker, live_workers
@@ -308,6 +309,12 @@ class StudioService:
         if version is None or version.status is not RenderStatus.completed:
             return None
         return self.store.version_file(run_id, version.glb)
+
+    def compare(self, refs: Sequence[str]) -> Comparison:
+        """Runs or versions side by side (`run_…`, or `run_…@2` for one version)."""
+        return compare_items(
+            [(self.get(run_id), number) for run_id, number in map(parse_ref, refs)]
+        )
 
     def wait_render(self, run_id: str, number: int, timeout: float | None = None) -> RunVersion:
         """Block until a version is rendered or ended; return it."""
