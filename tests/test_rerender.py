@@ -261,3 +261,29 @@ def test_closing_the_app_mid_render_ends_it_interrupted(tmp_path, local_space, i
         service.close()
     ended = service.get(run_id).version(version.number)
     assert ended.status is RenderStatus.failed and "Interrupted" in (ended.error or "")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_hostile_or_incomplete_predictions_file_is_refused_in_words(
+    tmp_path, npz_space, images
+):
+    with running(service_on(tmp_path, npz_space.url)) as service:
+        run_id = completed(service, images)
+        npz = tmp_path / "runs" / run_id / "predictions.npz"
+        good = dict(np.load(npz))
+        np.savez(npz, **{**good, "depth_conf": np.array([_Boom()], dtype=object)})
+        version = render(service, run_id, conf_threshold=40.0)
+        assert version.status is RenderStatus.failed and version.error_kind == "storage"
+        assert "could not be built" in (version.error or "")
+        assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
+
+        del good["world_points_from_depth"]
+        np.savez(npz, **good)
+        version = render(service, run_id, conf_threshold=40.0)
+        assert version.status is RenderStatus.failed
+        assert "predictions.npz lacks world_points_from_depth" in (version.error or "")
+        assert service.version_glb(run_id) == tmp_path / "runs" / run_id / "scene.glb"

@@ -69,6 +69,12 @@ def render_locally(
 ) -> None:
     """Build the GLB from a predictions.npz with the Space's own rules, into `dest`."""
     predictions = load_predictions(predictions_path)
+    needed = ["images", "extrinsic", "world_points_from_depth", "depth_conf"]
+    if settings.prediction_mode == "pointmap" and "world_points" in predictions:
+        needed[2:] = ["world_points", "world_points_conf"]
+    missing = [key for key in needed if key not in predictions]
+    if missing:
+        raise ValueError(f"predictions.npz lacks {', '.join(missing)}")
     scene = predictions_to_glb(
         predictions,
         conf_thres=settings.conf_threshold,
