@@ -22,13 +22,7 @@ from vggt_core import (
     VGGTSettings,
     read_glb,
 )
-from vggt_core.local_space import LocalSpace, StandInOptions, write_sample_images
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
-    folder = tmp_path_factory.mktemp("images")
-    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
+from vggt_core.local_space import LocalSpace, StandInOptions
 
 
 @pytest.fixture(scope="module")
@@ -268,9 +262,7 @@ class _Boom:
         return (os.system, ("touch pwned",))
 
 
-def test_a_hostile_or_incomplete_predictions_file_is_refused_in_words(
-    tmp_path, npz_space, images
-):
+def test_a_hostile_or_incomplete_predictions_file_is_refused_in_words(tmp_path, npz_space, images):
     with running(service_on(tmp_path, npz_space.url)) as service:
         run_id = completed(service, images)
         npz = tmp_path / "runs" / run_id / "predictions.npz"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_service import running, service_on, wait_for
 from vggt_core import (
     ImagesRejected,
     LockTimeout,
@@ -31,7 +32,7 @@ from vggt_core import (
     VGGTSpace,
     load_config,
 )
-from vggt_core.local_space import LocalSpace, StandInOptions, write_sample_images
+from vggt_core.local_space import LocalSpace, StandInOptions
 from vggt_core.models import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,39 +40,10 @@ FINAL = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled}
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> list[tuple[str, bytes]]:
-    folder = tmp_path_factory.mktemp("images")
-    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
-
-
-@pytest.fixture(scope="module")
 def slow_space() -> Iterator[LocalSpace]:
     """A stand-in whose model takes a while, so runs are caught while they work."""
     with LocalSpace(StandInOptions(delay=1.5, progress_steps=3, concurrency_limit=8)) as space:
         yield space
-
-
-def service_on(root: Path, backend: str, **config: object) -> StudioService:
-    settings = load_config({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
-    return StudioService(settings, sweep_interval_s=0.3)
-
-
-@contextlib.contextmanager
-def running(service: StudioService) -> Iterator[StudioService]:
-    try:
-        yield service
-    finally:
-        service.close()
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def status_of(service: StudioService, run_id: str) -> RunStatus:
