@@ -394,3 +394,21 @@ def test_recover_without_workers_still_ends_what_a_dead_worker_left(tmp_path):
         "Interrupted: the app stopped while sending the images to the backend. "
         "Retry to run it again."
     )
+
+
+def test_a_failed_run_records_which_failure_it_was_and_retry_keeps_it(
+    tmp_path, local_space, images
+):
+    from vggt_core.local_space import ZEROGPU_QUOTA_ERROR
+
+    with running(service_on(tmp_path, local_space.url)) as service:
+        with local_space.override(error=ZEROGPU_QUOTA_ERROR, fail_times=1):
+            run = service.wait(service.submit(VGGTSettings(), images).run_id, timeout=120)
+        assert run.status is RunStatus.failed and run.error_kind == "quota"
+        service.retry(run.run_id)
+        again = service.wait(run.run_id, timeout=120)
+        assert again.status is RunStatus.completed and again.error_kind is None
+        assert [a.error_kind for a in again.attempts] == ["quota"]
+    with running(service_on(tmp_path, "http://127.0.0.1:9")) as service:
+        gone = service.wait(service.submit(VGGTSettings(), images).run_id, timeout=120)
+        assert gone.status is RunStatus.failed and gone.error_kind == "unreachable"

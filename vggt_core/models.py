@@ -166,6 +166,7 @@ class Attempt(_CamelModel):
         RunStatus.queued, description="The last step the attempt got to before it ended."
     )
     error: str | None = None
+    error_kind: str | None = None
     submitted_at: Timestamp | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
@@ -235,6 +236,11 @@ class VGGTRun(_CamelModel):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     error: str | None = None
+    error_kind: str | None = Field(
+        None,
+        description="Which failure it was: a backend kind ('unreachable', 'quota', 'timeout', …), "
+        "'storage', 'interrupted' or 'unexpected'; null for older runs and runs not failed.",
+    )
     artifacts: Artifacts = Field(default_factory=Artifacts)
     progress: RunProgress | None = None
     backend: str | None = None

@@ -73,6 +73,7 @@ def end_orphan(store: RunStore, run_id: str, *, cancelled: bool = False) -> VGGT
                 run.status, run.error = RunStatus.cancelled, None
             else:
                 run.status, run.error = RunStatus.failed, interrupted_message(run.status)
+                run.error_kind = "interrupted"
             run.finished_at = utc_now()
 
         run = store.update(run_id, end)
@@ -298,14 +299,14 @@ class RunExecutor:
                 self._finish(run_id, attempt, RunStatus.cancelled, None)
                 return
             log.info("run %s failed: %s", run_id, exc)
-            self._finish(run_id, attempt, RunStatus.failed, str(exc))
+            self._finish(run_id, attempt, RunStatus.failed, str(exc), kind=exc.kind)
         except StorageError as exc:
             log.warning("run %s: storage refused a step: %s", run_id, exc)
-            self._finish(run_id, attempt, RunStatus.failed, f"Storage error: {exc}")
+            self._finish(run_id, attempt, RunStatus.failed, f"Storage error: {exc}", kind="storage")
         except Exception as exc:
             log.exception("run %s: unexpected error", run_id)
             text = bounded_text(f"Unexpected error: {type(exc).__name__}: {exc}")
-            self._finish(run_id, attempt, RunStatus.failed, text)
+            self._finish(run_id, attempt, RunStatus.failed, text, kind="unexpected")
 
     def _process(self, run: VGGTRun, watch: _Watch) -> None:
         run_id, attempt = run.run_id, watch.attempt
@@ -404,17 +405,25 @@ class RunExecutor:
         self._guarded(run_id, attempt, apply)
 
     def _finish(
-        self, run_id: str, attempt: int, status: RunStatus, error: str | None, **changes: Any
+        self,
+        run_id: str,
+        attempt: int,
+        status: RunStatus,
+        error: str | None,
+        *,
+        kind: str | None = None,
+        **changes: Any,
     ) -> None:
         closing = self._closing.is_set()
 
         def apply(run: VGGTRun) -> None:
-            final, text = status, error
+            final, text, why = status, error, kind
             if status is RunStatus.cancelled and closing and run.cancel_requested_at is None:
-                final, text = RunStatus.failed, interrupted_message(run.status)
+                final, text, why = RunStatus.failed, interrupted_message(run.status), "interrupted"
             elif status is RunStatus.completed and run.cancel_requested_at is not None:
                 final = RunStatus.cancelled  # cancelled during the download: the user's word
             run.status, run.error, run.finished_at = final, text, utc_now()
+            run.error_kind = why if final is RunStatus.failed else None
             if final is RunStatus.completed:
                 for key, value in changes.items():
                     setattr(run, key, value)

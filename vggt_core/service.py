@@ -160,6 +160,7 @@ class StudioService:
                         status=run.status,
                         reached=run.reached,
                         error=run.error,
+                        error_kind=run.error_kind,
                         submitted_at=run.submitted_at,
                         started_at=run.started_at,
                         finished_at=run.finished_at,
@@ -169,7 +170,7 @@ class StudioService:
             run.status = RunStatus.queued
             run.submitted_at = utc_now()
             run.started_at = run.finished_at = run.cancel_requested_at = None
-            run.error = None
+            run.error = run.error_kind = None
             run.progress = None
             run.remote = None
             run.upload = None

@@ -98,7 +98,10 @@ def _exit_code(run: VGGTRun) -> int:
     if run.status is RunStatus.completed:
         return EXIT_OK
     if run.status is RunStatus.failed:
-        return EXIT_UNREACHABLE if reads_unreachable(run.error) else EXIT_FAILED
+        unreachable = run.error_kind == "unreachable" or (
+            run.error_kind is None and reads_unreachable(run.error)  # a run stored before kinds
+        )
+        return EXIT_UNREACHABLE if unreachable else EXIT_FAILED
     return EXIT_FAILED if run.status in FINAL_STATUSES else EXIT_OK
 
 
