@@ -312,7 +312,7 @@ def test_run_round_trips_through_json_with_camel_case_keys():
         "showCameras",
     }
     assert set(data["progress"]) == {"rank", "queueSize", "eta", "fraction", "message", "updatedAt"}
-    assert data["remote"] == {"targetDir": "/tmp/x", "frames": None}
+    assert data["remote"] == {"targetDir": "/tmp/x", "frames": None, "sessionHash": None}
     assert data["upload"] == {"bytesSent": 10, "bytesOriginal": 100, "filesResized": 2}
     assert data["status"] == "completed"
     text = json.dumps(data)

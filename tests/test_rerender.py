@@ -116,8 +116,34 @@ def test_one_frame_renders_in_the_session_that_reconstructed(tmp_path, local_spa
         assert sent[-1]["params"]["frame_filter"].startswith("1: ")
 
 
+def test_one_frame_after_a_restart_resumes_the_session_that_reconstructed(
+    tmp_path, local_space, images
+):
+    with running(service_on(tmp_path, local_space.url)) as service:
+        run_id = completed(service, images)
+    with running(service_on(tmp_path, local_space.url)) as restarted:
+        version = render(restarted, run_id, frame=0)
+        assert version.status is RenderStatus.completed, version.error
+        sent = [r for r in local_space.received if r["endpoint"] == "/update_visualization"][-1]
+        assert sent["session_hash"] == restarted.get(run_id).remote.session_hash
+
+
+def test_one_frame_in_a_session_the_backend_dropped_says_why(tmp_path, local_space, images):
+    with running(service_on(tmp_path, local_space.url)) as service:
+        run_id = completed(service, images)
+
+        def forget_session(run):
+            run.remote.session_hash = "0" * 32  # as after the Space dropped the session
+
+        service.store.update(run_id, forget_session)
+        version = render(service, run_id, frame=1)
+        assert version.status is RenderStatus.failed and version.error_kind == "frame_filter"
+        assert "dropped" in (version.error or "")
+        assert "not in the list" not in version.error and "Value:" not in version.error
+
+
 def test_one_frame_without_that_session_says_why_and_sends_nothing(tmp_path, local_space, images):
-    # VGGT_SESSION_KEEP_S=0: as if the app restarted after the run (its session is gone).
+    # VGGT_SESSION_KEEP_S=0: as if the run finished long ago (its session is gone).
     with running(service_on(tmp_path, local_space.url, VGGT_SESSION_KEEP_S=0)) as service:
         run_id = completed(service, images)
         calls = len(local_space.received)

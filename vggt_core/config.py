@@ -43,13 +43,14 @@ class StudioConfig(BaseSettings):
     )
     max_images_per_run: int = Field(200, ge=1, le=10_000, validation_alias="VGGT_MAX_IMAGES")
     session_keep_s: float = Field(
-        600.0,
+        3000.0,
         ge=0,
         le=86_400,
         allow_inf_nan=False,
         validation_alias="VGGT_SESSION_KEEP_S",
-        description="How long a completed run's backend session stays open for one-frame "
-        "re-renders (the Space keeps the frame choices per session); 0 keeps none.",
+        description="How long after a run completes a one-frame re-render resumes the backend "
+        "session that reconstructed it (Gradio drops a closed session's state after an hour); "
+        "0: never.",
     )
     max_image_bytes: int = Field(
         30 * 1024 * 1024,

@@ -147,6 +147,11 @@ class RemoteJob(_CamelModel):
     frames: list[str] | None = Field(
         None, description="The backend's frame-filter choices for this run ('0: name', …)."
     )
+    session_hash: str | None = Field(
+        None,
+        description="The client session that reconstructed the run: the Space keeps the frame "
+        "choices in it (about an hour after the session closes).",
+    )
 
 
 class UploadStats(_CamelModel):

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._sessions import SessionKeeper
 from .errors import SpaceCancelled, SpaceError, StorageError, bounded_text
 from .glb import GLBError, load_predictions, predictions_to_glb, read_glb
 from .models import RenderSource, RenderStatus, RunVersion, VGGTRun, VGGTSettings, utc_now
@@ -32,9 +31,8 @@ log = logging.getLogger(__name__)
 COMMAND_POLL_S = 0.5
 
 FRAME_FILTER_GONE = (
-    "One frame can only be shown by the backend session that reconstructed the run, and that "
-    "session has closed (sessions are kept {minutes} min after a run completes). Re-render with "
-    "all frames, or re-run the photos to pick a frame again."
+    "The backend shows one frame only in the session that reconstructed the run, and that "
+    "session is gone{why}. Re-render with all frames, or re-run the photos to pick a frame."
 )
 FORGOTTEN = (
     "The backend no longer holds this run's reconstruction (the Space restarts now and then and "
@@ -135,11 +133,12 @@ class RenderExecutor:
         self,
         store: RunStore,
         space_factory: Callable[[], VGGTSpace],
-        sessions: SessionKeeper,
+        *,
+        resume_s: float = 3000.0,
     ) -> None:
         self.store = store
         self._space_factory = space_factory
-        self.sessions = sessions
+        self.resume_s = resume_s
         self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending: set[tuple[str, int]] = set()
@@ -254,16 +253,21 @@ class RenderExecutor:
             raise _Refused(FORGOTTEN, "forgotten")
         frame = _frame(version)
         frame_filter = frame_filter_value(run, frame)
-        with self.sessions.borrow(run.run_id) as kept:
-            if kept is not None:
-                self._call(kept, run, target_dir, version, frame_filter, dest, watch)
-                return
+        resume = run.remote.session_hash if run.remote is not None else None
         if frame is not None:
-            minutes = max(1, round(self.sessions.keep_s / 60))
-            raise _Refused(FRAME_FILTER_GONE.format(minutes=minutes), "frame_filter")
+            age = (utc_now() - (run.finished_at or utc_now())).total_seconds()
+            if not resume or age > self.resume_s:
+                why = "" if not resume else f" (it is {age / 60:.0f} min since the run finished)"
+                raise _Refused(FRAME_FILTER_GONE.format(why=why), "frame_filter")
         space = self._space_factory()
-        with space.session(should_cancel=watch) as session:
-            self._call(session, run, target_dir, version, frame_filter, dest, watch)
+        with space.session(should_cancel=watch, resume=resume) as session:
+            try:
+                self._call(session, run, target_dir, version, frame_filter, dest, watch)
+            except SpaceError as exc:
+                if frame is not None and "not in the list of choices" in str(exc):
+                    why = " (the backend has dropped it)"
+                    raise _Refused(FRAME_FILTER_GONE.format(why=why), "frame_filter") from None
+                raise
 
     def _call(
         self,

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._sessions import SessionKeeper
 from .errors import RunNotFound, SpaceCancelled, SpaceError, StorageError, bounded_text
 from .glb import GLBError, read_glb
 from .models import (
@@ -130,11 +129,9 @@ class RunExecutor:
         *,
         workers: int = 2,
         sweep_interval_s: float | None = 10.0,
-        sessions: SessionKeeper | None = None,
     ) -> None:
         self.store = store
         self._space_factory = space_factory
-        self._sessions = sessions
         self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()  # None: stop
         self._lock = threading.Lock()
         self._pending: set[tuple[str, int]] = set()
@@ -368,12 +365,13 @@ class RunExecutor:
                     should_cancel=watch,
                 )
                 artifacts.predictions = ARTIFACT_FILES["predictions"]
-            if self._sessions is not None and result.frames:
-                # A one-frame re-render only works in this session: keep it open a while.
-                self._sessions.keep(run_id, session)
+            session_hash = session.session_hash
         if watch():
             raise SpaceCancelled
-        remote = RemoteJob(target_dir=target_dir, frames=result.frames or None)
+        # A one-frame re-render only works in this session: its id is kept to resume it.
+        remote = RemoteJob(
+            target_dir=target_dir, frames=result.frames or None, session_hash=session_hash
+        )
         self._finish(
             run_id,
             attempt,

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ._sessions import SessionKeeper
 from .compare import Comparison, compare_items, parse_ref
 from .config import StudioConfig
 from .errors import RunBusy, RunNotFound, StorageError
@@ -75,7 +74,6 @@ class StudioService:
         self.space = space or space_for(config)
         self._executor: RunExecutor | None = None
         self._heartbeat: Heartbeat | None = None
-        self._sessions = SessionKeeper(config.session_keep_s)
         self._renders: RenderExecutor | None = None
         self._renders_lock = threading.Lock()
         if workers:
@@ -84,7 +82,6 @@ class StudioService:
                 lambda: self.space,
                 workers=config.max_concurrent_runs,
                 sweep_interval_s=sweep_interval_s,
-                sessions=self._sessions,
             )
             if sweep_interval_s is not None:
                 # Its sweep picks up runs submitted by anyone: say so to the command line.
@@ -428,12 +425,13 @@ class StudioService:
             self._executor.close(interrupt=interrupt, timeout=timeout)
         if self._renders is not None:
             self._renders.close(timeout=timeout)
-        self._sessions.close()
 
     def _render_executor(self) -> RenderExecutor:
         with self._renders_lock:
             if self._renders is None:
-                self._renders = RenderExecutor(self.store, lambda: self.space, self._sessions)
+                self._renders = RenderExecutor(
+                    self.store, lambda: self.space, resume_s=self.config.session_keep_s
+                )
             return self._renders
 
     def _is_my_render(self, run_id: str) -> Callable[[int], bool]:

@@ -200,19 +200,23 @@ class VGGTSpace:
             )
 
     @contextlib.contextmanager
-    def session(self, should_cancel: Callable[[], bool] | None = None) -> Iterator[SpaceSession]:
+    def session(
+        self, should_cancel: Callable[[], bool] | None = None, *, resume: str | None = None
+    ) -> Iterator[SpaceSession]:
         """One gradio Client for one run, closed (threads and all) when the block ends.
 
         Connecting ends within `open_timeout_s` (SpaceError "timeout"), or as soon as
-        `should_cancel()` is true (SpaceCancelled).
+        `should_cancel()` is true (SpaceCancelled). `resume` is the session hash of an earlier
+        session whose server-side state (the frame filter's choices) this one continues.
         """
         client = self._open_client(should_cancel)
+        if resume:
+            client.session_hash = resume
         session = SpaceSession(self, client)
         try:
             yield session
         finally:
-            if not session.kept:
-                session.close()
+            session.close()
 
     def _build_client(self, tracer: TraceRequests) -> Client:
         self._check_space_stage()
@@ -326,12 +330,11 @@ class SpaceSession:
             self.close()
             raise space._explain(exc) from exc
         self.predictions_index = self._find_predictions_output()
-        self.kept = False
-        self._lock = threading.Lock()
 
-    def keep(self) -> None:
-        """Leave the session open after its `with` block; whoever keeps it closes it."""
-        self.kept = True
+    @property
+    def session_hash(self) -> str:
+        """The id the backend keeps this session's state under (an hour after it closes)."""
+        return str(self.client.session_hash)
 
     def close(self) -> None:
         """Stop the client's heartbeat and its thread pools."""
@@ -508,9 +511,7 @@ class SpaceSession:
             )
         except Exception as exc:
             raise self.space._explain(exc) from exc
-        # One job at a time per session: the frame filter's choices live in this session.
-        with self._lock:
-            result = self._run_job(job, None, should_cancel)
+        result = self._run_job(job, None, should_cancel)
         if not isinstance(result, list | tuple) or len(result) < 2:
             raise SpaceError(
                 f"The backend answered {RENDER_API} in an unexpected shape.", kind="api_changed"
