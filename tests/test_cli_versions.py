@@ -79,6 +79,8 @@ def test_rerender_versions_and_download_a_version(storage, local_space, images, 
         (2, "completed"),
         (3, "completed"),
     ]
+    assert main(["show", run_id]) == 0
+    assert f"versions   3, newest rendered v3 (see: versions {run_id})" in capsys.readouterr().out
     assert main(["versions", run_id]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert [row.split()[0] for row in rows] == ["v1", "v2", "v3"]
@@ -162,6 +164,8 @@ def test_a_forgotten_run_points_to_rerun_which_links_to_it(storage, local_space,
     assert child["status"] == "completed" and child["parentRunId"] == run_id
     assert child["settings"]["maskBlackBg"] is True
     assert child["settings"]["confThreshold"] == 40.0  # not given: the parent's
+    assert main(["show", child["runId"]]) == 0
+    assert f"parent     {run_id} (this run re-runs it)" in capsys.readouterr().out
 
 
 # --- against a server, as child processes ---------------------------------------------------------
