@@ -306,3 +306,32 @@ def test_a_run_id_with_a_line_break_gets_the_json_error_shape(api):
         answer = api.get(path)
         assert answer.headers["content-type"] == "application/json", answer.text
         assert_error(answer, 404, "Not found")
+
+
+def test_a_version_download_keeps_its_length_behind_a_compressing_middleware(
+    service, images, tmp_path
+):
+    # As under `streamlit run app.py`, whose server compresses answers: the API's middleware,
+    # outermost, keeps a GLB's bytes, length and ranges as stored.
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+
+    from vggt_core.api import api_middleware, api_routes
+
+    run_id = completed(service, images)
+    app = Starlette(
+        routes=api_routes(lambda: service),
+        middleware=[*api_middleware(), Middleware(GZipMiddleware, minimum_size=10)],
+    )
+    scene = (tmp_path / "storage" / "runs" / run_id / "scene.glb").read_bytes()
+    with TestClient(app, base_url="http://127.0.0.1:8600", client=("127.0.0.1", 50000)) as client:
+        answer = client.get(
+            f"/api/runs/{run_id}/versions/1/glb", headers={"Accept-Encoding": "gzip"}
+        )
+        assert answer.status_code == 200
+        assert "content-encoding" not in answer.headers
+        assert answer.headers["content-length"] == str(len(scene))
+        assert answer.content == scene
+        listed = client.get(f"/api/runs/{run_id}/versions", headers={"Accept-Encoding": "gzip"})
+        assert listed.json()["versions"][0]["glb"] == f"/api/runs/{run_id}/versions/1/glb"
