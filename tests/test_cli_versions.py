@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.helpers_service import running, service_on, wait_for
-from vggt_core import RunStatus, VGGTSettings, read_glb
+from vggt_core import RenderStatus, RunStatus, RunVersion, VGGTSettings, read_glb
 from vggt_core.cli import main
 from vggt_core.local_space import write_sample_images
 
@@ -166,6 +166,40 @@ def test_a_forgotten_run_points_to_rerun_which_links_to_it(storage, local_space,
     assert child["settings"]["confThreshold"] == 40.0  # not given: the parent's
     assert main(["show", child["runId"]]) == 0
     assert f"parent     {run_id} (this run re-runs it)" in capsys.readouterr().out
+
+
+def test_cancel_stops_a_rerender_another_process_holds(storage, local_space, images, capsys):
+    run_id = completed_run(storage, local_space.url, images)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        with running(service_on(storage, local_space.url)) as service:
+
+            def hold(run) -> None:
+                run.versions = run.all_versions
+                run.versions.append(
+                    RunVersion(
+                        number=2,
+                        status=RenderStatus.queued,
+                        settings=VGGTSettings(),
+                        owner_pid=other.pid,
+                    )
+                )
+
+            service.store.update(run_id, hold)
+        assert main(["rerender", run_id]) == 1
+        assert "already re-rendering version 2" in capsys.readouterr().err
+        assert main(["show", run_id]) == 0
+        assert "rendering  v2 (queued)" in capsys.readouterr().out
+        assert main(["cancel", run_id]) == 0
+        assert f"Run {run_id}: cancelled its re-render (version 2)." in capsys.readouterr().out
+    finally:
+        other.kill()
+        other.wait()
+    code, listed = run_json(capsys, "versions", run_id, "--json")
+    assert code == 0
+    assert [v["status"] for v in listed["versions"]] == ["completed", "cancelled"]
+    assert main(["cancel", run_id]) == 0  # nothing renders now: the run had already ended
+    assert "already ended (completed)" in capsys.readouterr().out
 
 
 # --- against a server, as child processes ---------------------------------------------------------

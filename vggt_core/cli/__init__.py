@@ -50,7 +50,7 @@ from ._studio import (
     Started,
     Studio,
 )
-from ._versions import VERSION_VERBS, add_version_verbs
+from ._versions import VERSION_VERBS, add_version_verbs, cancel_rerender
 
 __all__ = ["VERBS", "build_parser", "main"]
 
@@ -219,6 +219,8 @@ def cmd_show(args: argparse.Namespace, studio: Studio) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, studio: Studio) -> int:
+    if cancel_rerender(args, studio):
+        return EXIT_OK
     run = studio.cancel(args.run)
     if args.json:
         print_json(run.to_json_dict())
@@ -447,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("show", "a run's settings, status, times, error and files"),
-        ("cancel", "cancel a waiting or running run"),
+        ("cancel", "cancel a waiting or running run (or a completed run's re-render)"),
     ):
         verb(name, text).add_argument("run", type=_run_id, metavar="RUN")
     p = verb("wait", "follow a run until it ends", waits)

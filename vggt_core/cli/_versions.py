@@ -19,7 +19,13 @@ from ..models import PREDICTION_MODES, RenderStatus, RunVersion
 from ._show import print_json
 from ._studio import EXIT_FAILED, EXIT_OK, Studio
 
-__all__ = ["VERSION_VERBS", "add_version_verbs", "version_lines", "version_row"]
+__all__ = [
+    "VERSION_VERBS",
+    "add_version_verbs",
+    "cancel_rerender",
+    "version_lines",
+    "version_row",
+]
 
 EXIT_INTERRUPTED = 130
 # Why a re-render failed, when the answer is to run the images again.
@@ -104,8 +110,15 @@ def cmd_rerender(args: argparse.Namespace, studio: Studio) -> int:
     try:
         version = studio.wait_render(args.run, version.number, show, timeout=args.timeout)
     except KeyboardInterrupt:
-        studio.cancel_render(args.run)
-        _say(args, f"Cancelled version {version.number} of run {args.run}.")
+        if studio.renders_here:  # it would end with this process anyway
+            studio.cancel_render(args.run)
+            _say(args, f"Cancelled version {version.number} of run {args.run}.")
+        else:
+            _say(
+                args,
+                f"Stopped waiting; version {version.number} of run {args.run} goes on "
+                f"(cancel it with: cancel {args.run}).",
+            )
         return EXIT_INTERRUPTED
     if args.json:
         print_json(version.to_json_dict())
@@ -121,6 +134,20 @@ def cmd_rerender(args: argparse.Namespace, studio: Studio) -> int:
     if version.error_kind in RERUN_KINDS:
         print(f"Run `rerun {args.run}` to run it again with these settings.", file=sys.stderr)
     return EXIT_FAILED
+
+
+def cancel_rerender(args: argparse.Namespace, studio: Studio) -> bool:
+    """`cancel RUN` on a completed run: cancel its re-render if one waits or runs (True)."""
+    run = studio.get(args.run)
+    if run.render is None:
+        return False
+    number = run.render.number
+    run = studio.cancel_render(args.run)
+    if args.json:
+        print_json(run.to_json_dict())
+    else:
+        print(f"Run {args.run}: cancelled its re-render (version {number}).")
+    return True
 
 
 def cmd_versions(args: argparse.Namespace, studio: Studio) -> int:
