@@ -157,7 +157,7 @@ def test_a_forgotten_run_points_to_rerun_which_links_to_it(storage, local_space,
         assert main(["rerender", run_id, "--mask-black"]) == 1
     captured = capsys.readouterr()
     assert "no longer holds" in captured.out + captured.err
-    assert f"rerun {run_id}" in captured.err
+    assert f"Run `rerun {run_id} --mask-black` to run it again" in captured.err
 
     code, child = run_json(capsys, "rerun", run_id, "--mask-black", "--wait", "--json")
     assert code == 0, child

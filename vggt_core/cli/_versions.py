@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..models import PREDICTION_MODES, RenderStatus, RunVersion
+from ..models import PREDICTION_MODES, RenderStatus, RunVersion, VGGTSettings
 from ._show import print_json
 from ._studio import EXIT_FAILED, EXIT_OK, Studio
 
@@ -132,8 +132,30 @@ def cmd_rerender(args: argparse.Namespace, studio: Studio) -> int:
         file=sys.stderr,
     )
     if version.error_kind in RERUN_KINDS:
-        print(f"Run `rerun {args.run}` to run it again with these settings.", file=sys.stderr)
+        newest = studio.get(args.run).version()
+        flags = _flags(version.settings, newest.settings if newest is not None else None)
+        command = " ".join(["rerun", args.run, *flags])
+        print(f"Run `{command}` to run it again with these settings.", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _flags(settings: VGGTSettings, base: VGGTSettings | None) -> list[str]:
+    """The command-line flags that turn `base` (the settings rerun starts from) into these."""
+    flags: list[str] = []
+    if base is None or settings.conf_threshold != base.conf_threshold:
+        flags += ["--conf", f"{settings.conf_threshold:g}"]
+    if base is None or settings.prediction_mode != base.prediction_mode:
+        flags += ["--mode", settings.prediction_mode]
+    for name, flag in (
+        ("mask_black_bg", "mask-black"),
+        ("mask_white_bg", "mask-white"),
+        ("mask_sky", "mask-sky"),
+        ("show_cameras", "cameras"),
+    ):
+        value = getattr(settings, name)
+        if base is None or value != getattr(base, name):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+    return flags
 
 
 def cancel_rerender(args: argparse.Namespace, studio: Studio) -> bool:
