@@ -76,6 +76,16 @@ def _parameters(
                 "schema": {"type": "string", "enum": list(ARTIFACT_FILES)},
             }
         )
+    if "{number}" in spec.path:
+        params.append(
+            {
+                "name": "number",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+                "description": "The version's number (1 is the reconstruction).",
+            }
+        )
     if spec.query is not None:
         name = refs[(spec.query, "validation")]["$ref"].rsplit("/", 1)[-1]
         schema = defs[name]

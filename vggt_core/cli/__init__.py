@@ -3,7 +3,8 @@
     submit IMAGES… [--conf 45 --mode pointmap|depth --mask-black --mask-white --mask-sky
                     --no-cameras --no-presize] [--wait]
     list [--status S] [--search TEXT] [--limit N]      show RUN      wait RUN
-    download RUN --out DIR     retry RUN     cancel RUN     delete RUN [--yes] [--force]
+    download RUN --out DIR [--version N]     retry RUN     cancel RUN     delete RUN [--yes]
+    rerender RUN [settings…] [--frame I] [--wait]     versions RUN     rerun RUN [settings…]
     check      worker      serve [--host H --port P]
 
 Every verb takes `--json` (machine-readable output on stdout), `--storage DIR` (else
@@ -49,6 +50,7 @@ from ._studio import (
     Started,
     Studio,
 )
+from ._versions import VERSION_VERBS, add_version_verbs, cancel_rerender
 
 __all__ = ["VERBS", "build_parser", "main"]
 
@@ -220,6 +222,8 @@ def cmd_show(args: argparse.Namespace, studio: Studio) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, studio: Studio) -> int:
+    if cancel_rerender(args, studio):
+        return EXIT_OK
     run = studio.cancel(args.run)
     if args.json:
         print_json(run.to_json_dict())
@@ -257,9 +261,10 @@ def cmd_delete(args: argparse.Namespace, studio: Studio) -> int:
 
 
 def cmd_download(args: argparse.Namespace, studio: Studio) -> int:
-    written = studio.download(args.run, Path(args.out))
+    written = studio.download(args.run, Path(args.out), args.version)
     if not written:
-        raise CliError(f"Run {args.run} has no file to download (yet).")
+        what = "file" if args.version is None else f"rendered version {args.version}"
+        raise CliError(f"Run {args.run} has no {what} to download (yet).")
     if args.json:
         print_json({"runId": args.run, "files": [str(p) for p in written]})
     else:
@@ -347,6 +352,7 @@ VERBS: dict[str, Verb] = {
     "check": cmd_check,
     "worker": cmd_worker,
     "serve": cmd_serve,
+    **VERSION_VERBS,
 }
 
 
@@ -378,6 +384,16 @@ def _limit(value: str) -> int:
         raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
     if not 1 <= number <= 200:
         raise argparse.ArgumentTypeError("from 1 to 200")
+    return number
+
+
+def _version_number(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("versions count from 1 (the reconstruction)")
     return number
 
 
@@ -436,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("show", "a run's settings, status, times, error and files"),
-        ("cancel", "cancel a waiting or running run"),
+        ("cancel", "cancel a waiting or running run (or a completed run's re-render)"),
     ):
         verb(name, text).add_argument("run", type=_run_id, metavar="RUN")
     p = verb("wait", "follow a run until it ends", waits)
@@ -444,9 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("retry", "run a failed or cancelled run again", waits)
     p.add_argument("run", type=_run_id, metavar="RUN")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    p = verb("download", "copy a run's GLB (and predictions) into a folder")
+    p = verb("download", "copy a run's newest GLB (and predictions) into a folder")
     p.add_argument("run", type=_run_id, metavar="RUN")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--version", type=_version_number, metavar="N", help="only version N's GLB")
+    add_version_verbs(verb, waits, _run_id, _conf)
     p = verb("delete", "delete a run and its files")
     p.add_argument("run", type=_run_id, metavar="RUN")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
