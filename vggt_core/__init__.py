@@ -17,6 +17,7 @@ from .errors import (
     SpaceError,
     StorageError,
     VGGTError,
+    VideoRejected,
     public_backend,
 )
 from .glb import GLBError, export_ply, preview_figure, read_glb
@@ -31,16 +32,19 @@ from .models import (
     UploadStats,
     VGGTRun,
     VGGTSettings,
+    VideoSource,
     describe_validation_error,
 )
 from .runner import interrupted_message
 from .service import StudioService, space_for
 from .space import CheckReport, VGGTSpace
 from .storage import BrokenRun, RunPage, RunStore, is_valid_run_id
+from .video import VIDEO_EXTENSIONS, VideoLimits, probe_video
 
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "VIDEO_EXTENSIONS",
     "Artifacts",
     "Attempt",
     "BrokenRun",
@@ -67,6 +71,9 @@ __all__ = [
     "VGGTRun",
     "VGGTSettings",
     "VGGTSpace",
+    "VideoLimits",
+    "VideoRejected",
+    "VideoSource",
     "check_image",
     "describe_config_error",
     "describe_validation_error",
@@ -75,6 +82,7 @@ __all__ = [
     "is_valid_run_id",
     "load_config",
     "preview_figure",
+    "probe_video",
     "public_backend",
     "read_glb",
     "space_for",
