@@ -12,7 +12,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from ..listing import RUN_ID_PATTERN
 from ..storage import ARTIFACT_FILES
 from ._routes import ENDPOINTS, Endpoint
-from ._schemas import ErrorResponse
+from ._schemas import ErrorResponse, VideoRunForm
 
 __all__ = ["openapi_document"]
 
@@ -135,6 +135,25 @@ def _operation(
                         "required": ["images"],
                         "description": "One or many image files, under any field name "
                         "('images' or 'files' by convention).",
+                    }
+                }
+            },
+        }
+    elif spec.body == "video":
+        fields = {
+            name: {"type": "string", "description": info.description or ""}
+            for name, info in VideoRunForm.model_fields.items()
+        }
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"video": _FILE, **fields},
+                        "required": ["video"],
+                        "description": "One video file (mp4, mov, webm, mkv) and optional "
+                        "fields: settings (JSON), fps, presize (true/false).",
                     }
                 }
             },

@@ -7,6 +7,7 @@ of `_schemas`. Every exception becomes the error shape (`_errors.response_for`).
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,7 +26,7 @@ from ..errors import InvalidRunId, RunBusy
 from ..models import RunStatus, VGGTRun, describe_validation_error
 from ..service import StudioService
 from ..storage import ARTIFACT_FILES, is_valid_run_id
-from ._bodies import MAX_JSON_BYTES, read_images, read_json
+from ._bodies import MAX_JSON_BYTES, read_images, read_json, read_video
 from ._errors import ApiError, error_response, response_for
 from ._schemas import (
     ArtifactLinks,
@@ -42,6 +43,7 @@ from ._schemas import (
     RunRef,
     RunView,
     UploadResponse,
+    VideoRunForm,
 )
 
 __all__ = ["ENDPOINTS", "SERVICE_KEY", "Call", "Endpoint", "build_router", "run_view"]
@@ -87,7 +89,7 @@ class Endpoint:
     responses: Mapping[int, type[BaseModel] | Literal["file"] | None]
     errors: tuple[int, ...] = ()
     failure: str = ""
-    body: type[BaseModel] | Literal["multipart"] | None = None
+    body: type[BaseModel] | Literal["multipart", "video"] | None = None
     query: type[BaseModel] | None = None
     description: str = ""
     tags: tuple[str, ...] = field(default=("runs",))
@@ -125,6 +127,30 @@ async def create_run(call: Call) -> Response:
     presize = call.service.config.presize if body.presize is None else body.presize
     run = await _call(call.service.create_run, body.settings, presize=presize)
     return _json(RunRef(run_id=run.run_id, status=run.status), 201)
+
+
+def _video_form(fields: Mapping[str, str]) -> VideoRunForm:
+    data: dict[str, Any] = {k: v for k, v in fields.items() if k in ("fps", "presize")}
+    if fields.get("settings", "").strip():
+        try:
+            data["settings"] = json.loads(fields["settings"])
+        except ValueError:
+            raise ApiError(400, "Invalid settings", "The settings field is not JSON.") from None
+    try:
+        return VideoRunForm.model_validate(data, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise ApiError(400, "Invalid settings", describe_validation_error(exc)) from None
+
+
+async def submit_video(call: Call) -> Response:
+    service = call.service
+    name, data, fields = await read_video(call.request, max_bytes=service.video_limits.max_bytes)
+    form = _video_form(fields)
+    presize = service.config.presize if form.presize is None else form.presize
+    run = await _call(
+        service.submit_video, form.settings, name, data, fps=form.fps, presize=presize
+    )
+    return _json(RunRef(run_id=run.run_id, status=RunStatus.processing), 202)
 
 
 async def upload_images(call: Call) -> Response:
@@ -291,6 +317,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {201: RunRef},
         (400, 413, 415, *_COMMON),
         body=CreateRunRequest,
+    ),
+    Endpoint(
+        "POST",
+        "/runs/video",
+        submit_video,
+        "Create a run from one video's frames and start it",
+        {202: RunRef},
+        (400, 413, 415, *_COMMON),
+        failure="Failed to submit the video",
+        body="video",
     ),
     Endpoint(
         "GET",

@@ -30,6 +30,7 @@ __all__ = [
     "RunRef",
     "RunView",
     "UploadResponse",
+    "VideoRunForm",
 ]
 
 MAX_PAGE = 200
@@ -56,6 +57,20 @@ class CreateRunRequest(ApiModel):
         None,
         description="Send model-sized images (the same pixels VGGT sees, fewer bytes); "
         "default: the server's VGGT_PRESIZE.",
+    )
+
+
+class VideoRunForm(ApiModel):
+    """`POST /api/runs/video`: the form fields beside the video file (all optional)."""
+
+    settings: VGGTSettings = Field(
+        default_factory=VGGTSettings, description="The settings, as a JSON object in one field."
+    )
+    fps: float = Field(
+        1.0, gt=0, le=60, allow_inf_nan=False, description="Frames kept per second of the clip."
+    )
+    presize: bool | None = Field(
+        None, description="Send model-sized frames; default: the server's VGGT_PRESIZE."
     )
 
 
