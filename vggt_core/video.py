@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
+import av.container
 import av.error
 from PIL import Image
 
@@ -110,6 +111,8 @@ def probe_video(
             probe = VideoProbe(duration, float(rate) if rate else 0.0)
     except VideoRejected:
         raise
+    except av.error.EOFError:
+        raise VideoRejected(name, "the clip has no frames: it ends before its first one") from None
     except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
         raise VideoRejected(name, f"it is not a video PyAV can decode ({exc})") from None
     _check_length(name, probe.duration_s, limits)
@@ -148,7 +151,7 @@ def _kept_frames(
         start: float | None = None
         next_at = 0.0
         kept = 0
-        for frame in container.decode(stream):
+        for frame in _frames(container, stream):
             if frame.time is None:
                 continue
             if start is None:
@@ -163,6 +166,16 @@ def _kept_frames(
                 raise VideoRejected(name, _too_many(kept, t, fps, limits))
             yield t, frame
             next_at = kept / fps
+
+
+def _frames(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> Iterator[av.VideoFrame]:
+    """The stream's frames; a clip that ends before its first frame is simply empty."""
+    try:
+        yield from container.decode(stream)
+    except av.error.EOFError:
+        return
 
 
 def sample_video(
