@@ -16,7 +16,7 @@ import av
 import gradio as gr
 import numpy as np
 import pytest
-from helpers_images import textured
+from helpers_images import png_bytes, textured
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -108,13 +108,14 @@ def test_the_rate_is_the_users():
     [
         (lambda: b"not a video at all " * 50, LIMITS, 1.0, "not a video PyAV can decode"),
         (lambda: b"", LIMITS, 1.0, "the file is empty"),
+        (lambda: png_bytes(), LIMITS, 1.0, "not a video"),
         (empty_clip_bytes, LIMITS, 1.0, "no frames|zero seconds"),
         (clip_bytes, VideoLimits(50 * 2**20, 3, 100), 1.0, "over the limit of 3 s"),
         (clip_bytes, VideoLimits(1000, 60, 100), 1.0, "over the limit of"),
         (clip_bytes, VideoLimits(50 * 2**20, 60, 3), 1.0, "choose at most 0.40 a second"),
-        (clip_bytes, LIMITS, 0.0, "sampling rate must be above 0"),
+        (clip_bytes, LIMITS, 0.0, "sampling rate must be from 0.01 to 60"),
     ],
-    ids=["garbage", "empty", "zero-length", "too-long", "too-big", "too-many-frames", "rate"],
+    ids=["garbage", "empty", "a-png", "zero-length", "too-long", "too-big", "too-many", "rate"],
 )
 def test_bad_videos_are_refused_and_nothing_is_stored(tmp_path, make, limits, fps, says):
     with pytest.raises(VideoRejected, match=says) as refused:
@@ -186,7 +187,7 @@ def test_rest_video_run_and_refusal(service, tmp_path):
     with TestClient(app, base_url="http://127.0.0.1:8600", client=("127.0.0.1", 5000)) as api:
         form = {"settings": json.dumps({"confThreshold": 30, "maskSky": True}), "fps": "2"}
         answer = api.post(
-            "/api/runs/video", data=form, files=[("video", ("clip.mp4", clip_bytes(seconds=2)))]
+            "/api/videos", data=form, files=[("video", ("clip.mp4", clip_bytes(seconds=2)))]
         )
         assert answer.status_code == 202, answer.text
         run = service.wait(answer.json()["runId"], timeout=120)
@@ -195,20 +196,20 @@ def test_rest_video_run_and_refusal(service, tmp_path):
         assert run.settings.conf_threshold == 30 and run.settings.mask_sky
 
         before = stored(service.storage_root)
-        bad = api.post("/api/runs/video", files=[("video", ("clip.mp4", b"garbage" * 99))])
+        bad = api.post("/api/videos", files=[("video", ("clip.mp4", b"garbage" * 99))])
         assert bad.status_code == 400
         assert bad.json()["error"] == "Video rejected"
         assert bad.json()["details"][0]["file"] == "clip.mp4"
         assert "not a video PyAV can decode" in bad.json()["details"][0]["reason"]
         wrong = api.post(
-            "/api/runs/video",
+            "/api/videos",
             data={"fps": "0"},
             files=[("video", ("clip.mp4", clip_bytes(seconds=1)))],
         )
         assert wrong.status_code == 400 and wrong.json()["error"] == "Invalid settings"
         assert stored(service.storage_root) == before
         spec = api.get("/api/openapi.json").json()
-        assert "/api/runs/video" in spec["paths"]
+        assert "/api/videos" in spec["paths"]
 
 
 def test_cli_submits_a_video_and_refuses_a_bad_one(local_space, tmp_path):

@@ -18,6 +18,8 @@ from .errors import VideoRejected
 from .images import safe_image_name
 
 __all__ = [
+    "MAX_SAMPLE_FPS",
+    "MIN_SAMPLE_FPS",
     "VIDEO_EXTENSIONS",
     "SampledVideo",
     "VideoLimits",
@@ -27,6 +29,10 @@ __all__ = [
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv")
+# FFmpeg's demuxers for those containers; anything else (a PNG, a GIF, raw streams) is refused.
+VIDEO_FORMATS = frozenset({"mov", "mp4", "matroska", "webm"})
+MIN_SAMPLE_FPS = 0.01
+MAX_SAMPLE_FPS = 60.0
 # A frame whose time is within this of the next sampling instant counts as on it (timestamps
 # in a container are rounded to its time base).
 _TIME_SLACK_S = 1e-3
@@ -81,8 +87,12 @@ def _size(data_or_path: bytes | Path) -> int:
 
 
 def _check_rate(name: str, fps: float) -> None:
-    if not (math.isfinite(fps) and 0 < fps <= 60):
-        raise VideoRejected(name, f"the sampling rate must be above 0 and at most 60, not {fps!r}")
+    if not (math.isfinite(fps) and MIN_SAMPLE_FPS <= fps <= MAX_SAMPLE_FPS):
+        raise VideoRejected(
+            name,
+            f"the sampling rate must be from {MIN_SAMPLE_FPS:g} to {MAX_SAMPLE_FPS:g} frames "
+            f"a second, not {fps!r}",
+        )
 
 
 def probe_video(
@@ -99,6 +109,11 @@ def probe_video(
         )
     try:
         with av.open(_source(data_or_path), mode="r") as container:
+            kind = container.format.name
+            if not VIDEO_FORMATS & set(kind.split(",")):
+                raise VideoRejected(
+                    name, f"it is a {kind} file, not a video (use MP4, MOV, WebM or MKV)"
+                )
             if not container.streams.video:
                 raise VideoRejected(name, "it holds no video track")
             stream = container.streams.video[0]

@@ -25,6 +25,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -132,4 +133,13 @@ def create_api_app(
             if close_on_shutdown and isinstance(service, StudioService):
                 await run_in_threadpool(service.close)
 
-    return Starlette(routes=api_routes(getter), middleware=api_middleware(), lifespan=lifespan)
+    async def not_found(_request: Any, _exc: Exception) -> Response:
+        # A path the /api mount cannot match (a newline in it) still gets the API's error shape.
+        return error_response(404, "Not found", "No such path in this API.")
+
+    return Starlette(
+        routes=api_routes(getter),
+        middleware=api_middleware(),
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+    )

@@ -11,6 +11,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from ..listing import RUN_ID_PATTERN
 from ..storage import ARTIFACT_FILES
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 from ._routes import ENDPOINTS, Endpoint
 from ._schemas import ErrorResponse, VideoRunForm
 
@@ -140,10 +141,13 @@ def _operation(
             },
         }
     elif spec.body == "video":
-        fields = {
-            name: {"type": "string", "description": info.description or ""}
-            for name, info in VideoRunForm.model_fields.items()
+        fields: dict[str, Any] = {
+            "settings": {"type": "string", "description": "The settings as a JSON object."},
+            "fps": {"type": "number", "minimum": MIN_SAMPLE_FPS, "maximum": MAX_SAMPLE_FPS},
+            "presize": {"type": "boolean"},
         }
+        for name, info in VideoRunForm.model_fields.items():
+            fields[name]["description"] = info.description or ""
         operation["requestBody"] = {
             "required": True,
             "content": {

@@ -130,14 +130,23 @@ async def create_run(call: Call) -> Response:
 
 
 def _video_form(fields: Mapping[str, str]) -> VideoRunForm:
-    data: dict[str, Any] = {k: v for k, v in fields.items() if k in ("fps", "presize")}
-    if fields.get("settings", "").strip():
-        try:
-            data["settings"] = json.loads(fields["settings"])
-        except ValueError:
-            raise ApiError(400, "Invalid settings", "The settings field is not JSON.") from None
+    # Form fields are text: only the documented spellings are read (as the JSON routes are
+    # strict), and a field left blank takes its default.
+    data: dict[str, Any] = {}
+    text = {k: v.strip() for k, v in fields.items() if v.strip()}
     try:
-        return VideoRunForm.model_validate(data, by_alias=True, by_name=False)
+        if "settings" in text:
+            data["settings"] = json.loads(text["settings"])
+        if "fps" in text:
+            data["fps"] = float(text["fps"])
+    except ValueError:
+        raise ApiError(400, "Invalid settings", "settings must be JSON and fps a number.") from None
+    if "presize" in text:
+        if text["presize"] not in ("true", "false"):
+            raise ApiError(400, "Invalid settings", "presize must be true or false.")
+        data["presize"] = text["presize"] == "true"
+    try:
+        return VideoRunForm.model_validate(data, strict=True, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise ApiError(400, "Invalid settings", describe_validation_error(exc)) from None
 
@@ -320,7 +329,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "POST",
-        "/runs/video",
+        "/videos",
         submit_video,
         "Create a run from one video's frames and start it",
         {202: RunRef},

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ..models import RunStatus, VGGTRun, VGGTSettings
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 
 __all__ = [
     "ArtifactLinks",
@@ -61,13 +62,17 @@ class CreateRunRequest(ApiModel):
 
 
 class VideoRunForm(ApiModel):
-    """`POST /api/runs/video`: the form fields beside the video file (all optional)."""
+    """`POST /api/videos`: the form fields beside the video file (all optional)."""
 
     settings: VGGTSettings = Field(
         default_factory=VGGTSettings, description="The settings, as a JSON object in one field."
     )
     fps: float = Field(
-        1.0, gt=0, le=60, allow_inf_nan=False, description="Frames kept per second of the clip."
+        1.0,
+        ge=MIN_SAMPLE_FPS,
+        le=MAX_SAMPLE_FPS,
+        allow_inf_nan=False,
+        description="Frames kept per second of the clip.",
     )
     presize: bool | None = Field(
         None, description="Send model-sized frames; default: the server's VGGT_PRESIZE."

@@ -37,6 +37,7 @@ from ..models import (
     describe_validation_error,
 )
 from ..storage import is_valid_run_id
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 from ._show import Progress, print_json, run_lines, run_row
 from ._studio import (
     EXIT_FAILED,
@@ -383,8 +384,10 @@ def _fps(value: str) -> float:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
-    if not 0 < number <= 60:
-        raise argparse.ArgumentTypeError("the sampling rate is above 0 and at most 60 a second")
+    if not MIN_SAMPLE_FPS <= number <= MAX_SAMPLE_FPS:
+        raise argparse.ArgumentTypeError(
+            f"the sampling rate is from {MIN_SAMPLE_FPS:g} to {MAX_SAMPLE_FPS:g} a second"
+        )
     return number
 
 

@@ -336,9 +336,7 @@ class RemoteStudio(Studio):
         except OSError as exc:
             raise CliError(f"Cannot read {video}: {exc.strerror}.", EXIT_USAGE) from None
         with handle:
-            data = self._json(
-                "POST", "/runs/video", data=form, files=[("video", (video.name, handle))]
-            )
+            data = self._json("POST", "/videos", data=form, files=[("video", (video.name, handle))])
         return Started(self.get(data["runId"]), f"The studio at {self.where} runs it.", False)
 
     def retry(self, run_id: str) -> Started:
