@@ -27,6 +27,9 @@ from vggt_core.local_space._handlers import StandIn
 from vggt_core.upload_prep import MASK_SKY_REASON, OTHER_MODEL_REASON
 from vggt_core.video import VideoLimits, sample_video
 
+pytest.register_assert_rewrite("app_fixtures")
+pytest_plugins = ["app_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = VideoLimits(max_bytes=50 * 2**20, max_seconds=60, max_frames=100)
 
@@ -419,3 +422,82 @@ def test_another_models_api_gets_the_originals(tmp_path):
     finally:
         service.close()
         demo.close()
+
+
+# --- the New run page: the video path, the quota notice, the EXIF badge ------------------------
+
+
+def test_page_samples_an_uploaded_video_and_runs_it(app_env):
+    from app_fixtures import NEW_RUN, button, open_page, page_text, run_until, texts
+
+    at = open_page(NEW_RUN)
+    at.segmented_control(key="vs_source").set_value("Video")
+    at.run()
+    assert button(at, "Reconstruct").disabled
+    at.file_uploader[0].set_value(("walk.mp4", clip_bytes(), "video/mp4"))
+    at.run()
+    assert not at.exception and not at.error
+    assert "**5 frames** will be sampled (1 a second, the first frame kept)" in page_text(at)
+    at.number_input(key="vs_fps").set_value(2.0)
+    at.run()
+    assert "**10 frames** will be sampled (2 a second" in page_text(at)
+    button(at, "Reconstruct").click()
+    at.run()
+    assert not at.exception
+    assert any("sampled from walk.mp4" in s for s in texts(at.success))
+    [run_id] = app_env.store.run_ids()
+    run_until(at, lambda _: not app_env.store.load(run_id).is_active, timeout=120)
+    run = app_env.store.load(run_id)
+    assert run.status is RunStatus.completed, run.error
+    assert len(run.images) == 10 and run.video is not None and run.video.sample_fps == 2.0
+
+
+def test_page_refuses_a_bad_video_before_any_run(app_env):
+    from app_fixtures import NEW_RUN, button, open_page, texts
+
+    at = open_page(NEW_RUN)
+    at.segmented_control(key="vs_source").set_value("Video")
+    at.run()
+    at.file_uploader[0].set_value(("broken.mp4", b"\x00" * 5000, "video/mp4"))
+    at.run()
+    assert any("broken.mp4" in e and "not a video PyAV can decode" in e for e in texts(at.error))
+    assert button(at, "Reconstruct").disabled
+    assert app_env.store.run_ids() == []
+
+
+def test_quota_notice_on_the_public_space_only(app_env, monkeypatch):
+    from app_fixtures import NEW_RUN, open_page, page_text
+
+    assert "CC BY-NC 4.0" not in page_text(open_page(NEW_RUN))  # a URL backend: no notice
+
+    monkeypatch.setenv("VGGT_BACKEND", "facebook/vggt")
+    text = page_text(open_page(NEW_RUN))
+    assert "**120 s** of GPU" in text and "anonymous" in text
+    assert "costs no GPU quota" in text and "shared machine" in text and "CC BY-NC 4.0" in text
+
+    secret = "hf_notARealTokenButLongEnough1234"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    text = page_text(open_page(NEW_RUN))
+    assert "An HF token is set" in text and secret not in text
+
+
+def test_exif_rotated_photos_are_badged(app_env):
+    from app_fixtures import NEW_RUN, open_page
+
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    textured(64, 48).save(rotated, format="JPEG", exif=exif)
+    upright = io.BytesIO()
+    textured(64, 48, seed=1).save(upright, format="JPEG")
+    at = open_page(NEW_RUN)
+    at.file_uploader[0].set_value(
+        [
+            ("turned.jpg", rotated.getvalue(), "image/jpeg"),
+            ("plain.jpg", upright.getvalue(), "image/jpeg"),
+        ]
+    )
+    at.run()
+    captions = {c.split(" · ")[0]: c for image in at.image for c in image.captions}
+    assert "EXIF-rotated: VGGT sees it sideways" in captions["turned.jpg"]
+    assert "EXIF" not in captions["plain.jpg"]

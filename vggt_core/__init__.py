@@ -21,7 +21,7 @@ from .errors import (
     public_backend,
 )
 from .glb import GLBError, export_ply, preview_figure, read_glb
-from .images import check_image, upload_limit_mb
+from .images import check_image, exif_rotation, upload_limit_mb
 from .models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -77,6 +77,7 @@ __all__ = [
     "check_image",
     "describe_config_error",
     "describe_validation_error",
+    "exif_rotation",
     "export_ply",
     "interrupted_message",
     "is_valid_run_id",
