@@ -55,7 +55,7 @@ class StudioConfig(BaseSettings):
         validation_alias="VGGT_MAX_IMAGE_PIXELS",
     )
     max_video_bytes: int = Field(
-        500 * 1024 * 1024, ge=1, le=16 * 1024**3, validation_alias="VGGT_MAX_VIDEO_BYTES"
+        200 * 1024 * 1024, ge=1, le=16 * 1024**3, validation_alias="VGGT_MAX_VIDEO_BYTES"
     )
     max_video_seconds: float = Field(
         600.0,
