@@ -501,3 +501,39 @@ def test_exif_rotated_photos_are_badged(app_env):
     captions = {c.split(" · ")[0]: c for image in at.image for c in image.captions}
     assert "EXIF-rotated: VGGT sees it sideways" in captions["turned.jpg"]
     assert "EXIF" not in captions["plain.jpg"]
+
+
+def test_cli_server_path_posts_the_video_to_the_api(service, tmp_path):
+    from vggt_core.cli._studio import CliError, RemoteStudio
+
+    app = create_api_app(service, close_on_shutdown=False)
+    studio = RemoteStudio("http://127.0.0.1:8600", None)
+    studio._http.close()
+    # The command line's own HTTP calls, answered by the real API app in this process.
+    studio._http = TestClient(
+        app, base_url="http://127.0.0.1:8600/api", client=("127.0.0.1", 5000)
+    ).__enter__()
+    try:
+        clip = tmp_path / "escape attempt.webm"
+        clip.write_bytes(clip_bytes(seconds=2))  # an mp4 inside: the container counts
+        started = studio.submit_video(clip, VGGTSettings(show_cameras=False), False, 2.0)
+        run = service.wait(started.run.run_id, timeout=120)
+        assert run.status is RunStatus.completed, run.error
+        assert run.presize is False and run.settings.show_cameras is False
+        assert run.video is not None and run.video.frame_count == 4
+        broken = tmp_path / "broken.mkv"
+        broken.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 100)
+        with pytest.raises(CliError, match=r"broken\.mkv"):
+            studio.submit_video(broken, VGGTSettings(), None, 1.0)
+        assert service.run_count() == 1
+    finally:
+        studio._http.__exit__(None, None, None)
+
+
+def test_a_hostile_file_name_stays_inside_the_run(service):
+    run = service.submit_video(VGGTSettings(), "../../../etc/evil\nname.mp4", clip_bytes(seconds=1))
+    folder = service.storage_root / "runs" / run.run_id
+    assert run.video is not None and "/" not in run.video.file_name
+    assert [p.name for p in (folder / "video").iterdir()] == [run.video.file_name]
+    assert not (service.storage_root / "etc").exists()
+    service.wait(run.run_id, timeout=120)
