@@ -537,3 +537,15 @@ def test_a_hostile_file_name_stays_inside_the_run(service):
     assert [p.name for p in (folder / "video").iterdir()] == [run.video.file_name]
     assert not (service.storage_root / "etc").exists()
     service.wait(run.run_id, timeout=120)
+
+
+def test_history_detail_says_why_the_originals_were_sent(app_env, side_executor):
+    from app_fixtures import HISTORY, open_page, page_text
+
+    photos = [(name, data) for name, data in big_photos(app_env.storage.parent, 1)]
+    run = side_executor.submit(VGGTSettings(mask_sky=True), photos, presize=True)
+    run = side_executor.wait(run.run_id, timeout=120)
+    assert run.status is RunStatus.completed, run.error
+    text = page_text(open_page(HISTORY, run=run.run_id))
+    assert "Sent the original files" in text
+    assert "Mask sky was on: the Space computes the sky mask from the uploaded files" in text
