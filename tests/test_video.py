@@ -549,3 +549,21 @@ def test_history_detail_says_why_the_originals_were_sent(app_env, side_executor)
     text = page_text(open_page(HISTORY, run=run.run_id))
     assert "Sent the original files" in text
     assert "Mask sky was on: the Space computes the sky mask from the uploaded files" in text
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec"), [("matroska", "libx264"), ("webm", "libvpx-vp9"), ("mov", "libx264")]
+)
+def test_every_accepted_container_is_sampled(fmt, codec):
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(75):
+            pixels = np.full((48, 64, 3), i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    sampled = sample_video(f"clip.{fmt}", out.getvalue(), LIMITS, fps=1.0)
+    assert len(sampled.frames) == 3 and sampled.duration_s == pytest.approx(3.0, abs=0.05)
