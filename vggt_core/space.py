@@ -410,6 +410,8 @@ class SpaceSession:
         should_cancel: Callable[[], bool] | None = None,
     ) -> str:
         """Send the images (names already unique and order-preserving); return `target_dir`."""
+        # Only the upload's own endpoint is needed here: another model's backend (a different
+        # /gradio_demo) still gets the files, and reconstruct() then names what it lacks.
         self._require_api(UPLOAD_API)
         if not image_paths:
             raise SpaceError("The run has no images to send.", kind="app_error")
