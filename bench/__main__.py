@@ -22,6 +22,7 @@ MODULES = (
     "upload_prep",
     "api",
     "rerender",
+    "video",
 )
 
 

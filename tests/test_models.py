@@ -296,6 +296,7 @@ def test_run_round_trips_through_json_with_camel_case_keys():
         "remote",
         "presize",
         "upload",
+        "video",
         "attempt",
         "attempts",
         "cancelRequestedAt",
@@ -313,7 +314,12 @@ def test_run_round_trips_through_json_with_camel_case_keys():
     }
     assert set(data["progress"]) == {"rank", "queueSize", "eta", "fraction", "message", "updatedAt"}
     assert data["remote"] == {"targetDir": "/tmp/x", "frames": None, "sessionHash": None}
-    assert data["upload"] == {"bytesSent": 10, "bytesOriginal": 100, "filesResized": 2}
+    assert data["upload"] == {
+        "bytesSent": 10,
+        "bytesOriginal": 100,
+        "filesResized": 2,
+        "originalsReason": None,
+    }
     assert data["status"] == "completed"
     text = json.dumps(data)
     back = VGGTRun.model_validate_json(text)

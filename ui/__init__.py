@@ -27,9 +27,12 @@ from .detail import (
 )
 from .entrypoint import navigation_assumed, require_entrypoint
 from .images import (
+    VIDEO_TYPES,
     review_uploads,
+    review_video,
     upload_thumbnails,
 )
+from .quota import quota_notice
 from .runs import (
     finished_card,
     live_runs,
@@ -46,6 +49,7 @@ __all__ = [
     "MODE_LABELS",
     "NEW_RUN_PAGE",
     "STATUS_STYLE",
+    "VIDEO_TYPES",
     "AppContext",
     "comparison",
     "context",
@@ -59,9 +63,11 @@ __all__ = [
     "md_escape",
     "navigation_assumed",
     "polling_fragment",
+    "quota_notice",
     "remember_run",
     "require_entrypoint",
     "review_uploads",
+    "review_video",
     "run_detail",
     "session_runs",
     "show_flashes",

@@ -120,6 +120,8 @@ def upload_saving(run: VGGTRun) -> str | None:
     up = run.upload
     if up is None:
         return None
+    if up.originals_reason:
+        return f"Sent the original files ({fmt_bytes(up.bytes_sent)}). {up.originals_reason}"
     if not run.presize:
         return f"Sent the original files ({fmt_bytes(up.bytes_sent)}); model-sized images were off."
     if up.files_resized == 0 or up.bytes_sent >= up.bytes_original:

@@ -41,6 +41,7 @@ __all__ = [
     "SpaceError",
     "StorageError",
     "VGGTError",
+    "VideoRejected",
     "bounded_text",
     "explain_error",
     "public_backend",
@@ -102,6 +103,15 @@ class ImagesRejected(StorageError):
     def __init__(self, problems: list[ImageRejected]) -> None:
         self.problems = problems
         super().__init__("No image was stored. " + " ".join(f"{p}." for p in problems))
+
+
+class VideoRejected(ImagesRejected):
+    """A video refused as a run's source (not decodable, empty, too long or big); no run made."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        problem = ImageRejected(name, reason)
+        self.problems = [problem]
+        StorageError.__init__(self, f"No run was created. {problem}.")
 
 
 ErrorKind = Literal[

@@ -31,6 +31,7 @@ __all__ = [
     "UploadStats",
     "VGGTRun",
     "VGGTSettings",
+    "VideoSource",
     "describe_validation_error",
     "utc_now",
 ]
@@ -160,6 +161,20 @@ class UploadStats(_CamelModel):
     bytes_sent: int = Field(ge=0)
     bytes_original: int = Field(ge=0)
     files_resized: int = Field(0, ge=0)
+    originals_reason: str | None = Field(
+        None, description="Why the original files were sent although presize was asked."
+    )
+
+
+class VideoSource(_CamelModel):
+    """The video a run's frames were sampled from, kept in the run folder under `video/`."""
+
+    file_name: str
+    size: int = Field(ge=0, description="Bytes of the video file.")
+    duration_s: float = Field(ge=0, description="Length of the clip in seconds.")
+    clip_fps: float = Field(ge=0, description="Frames per second of the clip.")
+    sample_fps: float = Field(gt=0, description="Frames kept per second of the clip.")
+    frame_count: int = Field(ge=0, description="How many frames were kept as the run's images.")
 
 
 class Attempt(_CamelModel):
@@ -252,6 +267,7 @@ class VGGTRun(_CamelModel):
     remote: RemoteJob | None = None
     presize: bool = True
     upload: UploadStats | None = None
+    video: VideoSource | None = None
     attempt: int = Field(
         0, ge=0, description="The current attempt: 1 after the first start, +1 at each retry."
     )

@@ -33,7 +33,7 @@ from .models import (
 )
 from .space import StatusReport, VGGTSpace, glb_size_cap, predictions_size_cap
 from .storage import ARTIFACT_FILES, RunStore
-from .upload_prep import prepare_upload
+from .upload_prep import originals_reason, prepare_upload
 
 __all__ = ["RunExecutor", "end_orphan", "interrupted_message"]
 
@@ -314,11 +314,19 @@ class RunExecutor:
             space.session(should_cancel=watch) as session,
             self.store.staging(run_id) as staging,
         ):
-            prepared = prepare_upload(self.store.image_paths(run_id), staging, run.presize)
+            prepared = prepare_upload(
+                self.store.image_paths(run_id),
+                staging,
+                run.presize,
+                originals_because=originals_reason(
+                    run.presize, run.settings.mask_sky, session.is_vggt_1b
+                ),
+            )
             stats = UploadStats(
                 bytes_sent=prepared.bytes_sent,
                 bytes_original=prepared.bytes_original,
                 files_resized=sum(prepared.resized),
+                originals_reason=prepared.originals_reason,
             )
             self._step(run_id, attempt, RunStatus.uploading, upload=stats)
             progress = _ProgressWriter(self, run_id, attempt)

@@ -24,12 +24,14 @@ from .models import (
     RunVersion,
     VGGTRun,
     VGGTSettings,
+    VideoSource,
     utc_now,
 )
 from .rerender import RenderExecutor, stale_render
 from .runner import RunExecutor, end_orphan
 from .space import CheckReport, VGGTSpace
 from .storage import ARTIFACT_FILES, ArtifactKind, RunPage, RunStore
+from .video import VideoLimits, safe_video_name, sample_video
 
 __all__ = ["StudioService", "space_for"]
 
@@ -47,6 +49,10 @@ def space_for(config: StudioConfig) -> VGGTSpace:
         job_timeout_s=config.job_timeout_s,
         download_timeout_s=config.download_timeout_s,
     )
+
+
+def _size_of(data_or_path: bytes | Path) -> int:
+    return len(data_or_path) if isinstance(data_or_path, bytes) else data_or_path.stat().st_size
 
 
 class StudioService:
@@ -123,6 +129,46 @@ class StudioService:
         except BaseException:
             with contextlib.suppress(StorageError):
                 self.store.delete_run(run.run_id, force=True)  # an empty run is no use to anyone
+            raise
+
+    def submit_video(
+        self,
+        settings: VGGTSettings,
+        name: str,
+        data_or_path: bytes | Path,
+        *,
+        fps: float = 1.0,
+        presize: bool = True,
+    ) -> VGGTRun:
+        """Sample a video's frames into a new run (the clip kept beside them) and start it.
+
+        A clip that does not decode, is empty, too long or too big raises VideoRejected and
+        creates nothing.
+        """
+        limits = self.video_limits
+        sampled = sample_video(name, data_or_path, limits, fps)
+        stored = safe_video_name(name)
+        source = VideoSource(
+            file_name=stored,
+            size=_size_of(data_or_path),
+            duration_s=round(sampled.duration_s, 3),
+            clip_fps=round(sampled.clip_fps, 3),
+            sample_fps=fps,
+            frame_count=len(sampled.frames),
+        )
+        run = self.store.create_run(
+            settings,
+            backend=self.space.label,
+            presize=presize,
+            images=sampled.frames,
+            video_file=(stored, data_or_path),
+            video=source,
+        )
+        try:
+            return self.start(run.run_id)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.store.delete_run(run.run_id, force=True)
             raise
 
     def start(self, run_id: str) -> VGGTRun:
@@ -386,6 +432,15 @@ class StudioService:
     def max_images_per_run(self) -> int:
         """How many images one run may hold."""
         return self.store.max_images
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        """What a video given to `submit_video` may be (bytes, seconds, frames kept)."""
+        return VideoLimits(
+            max_bytes=self.config.max_video_bytes,
+            max_seconds=self.config.max_video_seconds,
+            max_frames=min(self.config.max_video_frames, self.store.max_images),
+        )
 
     @property
     def storage_root(self) -> Path:

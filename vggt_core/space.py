@@ -353,10 +353,20 @@ class SpaceSession:
         endpoint: dict[str, Any] | None = self.api.get("named_endpoints", {}).get(name)
         return endpoint
 
-    def missing_api(self) -> list[str]:
+    @property
+    def is_vggt_1b(self) -> bool:
+        """True when `/gradio_demo` is VGGT-1B's (it takes `prediction_mode` and `frame_filter`);
+        other models (e.g. `facebook/vggt-omega`, 512 px, patch 16) size images differently."""
+        endpoint = self._endpoint(RECONSTRUCT_API) or {}
+        have = {p.get("parameter_name") for p in endpoint.get("parameters", [])}
+        return {"prediction_mode", "frame_filter"} <= have
+
+    def missing_api(self, only: str | None = None) -> list[str]:
         """What this app needs but the backend does not serve, one sentence each."""
         problems = []
         for name, wanted in REQUIRED_PARAMETERS.items():
+            if only is not None and name != only:
+                continue
             endpoint = self._endpoint(name)
             if endpoint is None:
                 problems.append(f"The endpoint {name} is missing.")
@@ -367,7 +377,9 @@ class SpaceSession:
                 problems.append(f"{name} lacks the parameter(s) {', '.join(lacking)}.")
         return problems
 
-    def _require_api(self) -> None:
+    def _require_api(self, step: str | None = None) -> None:
+        if step is not None and not self.missing_api(step):
+            return
         problems = self.missing_api()
         if problems:
             raise SpaceError(
@@ -435,7 +447,9 @@ class SpaceSession:
         should_cancel: Callable[[], bool] | None = None,
     ) -> str:
         """Send the images (names already unique and order-preserving); return `target_dir`."""
-        self._require_api()
+        # Only the upload's own endpoint is needed here: another model's backend (a different
+        # /gradio_demo) still gets the files, and reconstruct() then names what it lacks.
+        self._require_api(UPLOAD_API)
         if not image_paths:
             raise SpaceError("The run has no images to send.", kind="app_error")
         try:

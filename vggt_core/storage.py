@@ -49,6 +49,7 @@ ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "prediction
 METADATA = "metadata.json"
 IMAGES = "images"
 VERSIONS = "versions"
+VIDEO = "video"
 STAGING = ".staging"
 # A metadata read-modify-write takes milliseconds; a lock held this long means a stuck process.
 LOCK_TIMEOUT_S = 30.0
@@ -167,15 +168,21 @@ class RunStore(RunListing):
         backend: str | None = None,
         presize: bool = True,
         images: Sequence[tuple[str, bytes]] = (),
+        video_file: tuple[str, bytes | Path] | None = None,
         **extra: object,
     ) -> VGGTRun:
         """Create a `queued` run with these settings (and images, checked first) and return it.
 
-        The run appears whole or not at all: a crash never leaves a run without its images.
+        `video_file` (a plain file name and its bytes or path) is kept as `video/<name>` in the same
+        build. The run appears whole or not at all: a crash never leaves a run without its images.
         """
         checked = self._check_batch(images, []) if images else []
+        if video_file is not None and not is_plain_name(video_file[0]):
+            raise ValueError(f"not a plain file name: {video_file[0][:80]!r}")
         with _disk("create the run"):
-            run = self._build_run(settings or VGGTSettings(), backend, presize, checked, extra)
+            run = self._build_run(
+                settings or VGGTSettings(), backend, presize, checked, extra, video_file
+            )
         self._index.bump()
         return run
 
@@ -186,6 +193,7 @@ class RunStore(RunListing):
         presize: bool,
         images: list[tuple[str, bytes]],
         extra: Mapping[str, object],
+        video_file: tuple[str, bytes | Path] | None = None,
     ) -> VGGTRun:
         # The folder is built under a hidden name and renamed into place whole: a crash half-way
         # must not leave a run folder without metadata, which the listing would call broken.
@@ -194,6 +202,13 @@ class RunStore(RunListing):
         try:
             for name, data in images:
                 (staging / IMAGES / name).write_bytes(data)
+            if video_file is not None:
+                (staging / VIDEO).mkdir()
+                name, source = video_file
+                if isinstance(source, bytes):
+                    (staging / VIDEO / name).write_bytes(source)
+                else:
+                    shutil.copyfile(source, staging / VIDEO / name)
             while True:
                 run_id = f"run_{time.time_ns() // 1_000_000}_" + "".join(
                     secrets.choice(_ALPHABET) for _ in range(6)

@@ -17,6 +17,7 @@ from ..errors import (
     SpaceError,
     StorageError,
     VGGTError,
+    VideoRejected,
 )
 from ..models import describe_validation_error
 from ._schemas import ErrorResponse, FileProblem
@@ -65,6 +66,9 @@ def response_for(exc: BaseException, *, doing: str = "") -> JSONResponse:
         return error_response(400, "Invalid run id", str(exc))
     if isinstance(exc, RunNotFound):
         return error_response(404, "Run not found", str(exc))
+    if isinstance(exc, VideoRejected):
+        problems = [FileProblem(file=p.name, reason=p.reason) for p in exc.problems]
+        return error_response(400, "Video rejected", problems)
     if isinstance(exc, ImagesRejected):
         problems = [FileProblem(file=p.name, reason=p.reason) for p in exc.problems]
         return error_response(400, "Images rejected", problems)

@@ -11,8 +11,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from ..listing import RUN_ID_PATTERN
 from ..storage import ARTIFACT_FILES
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 from ._routes import ENDPOINTS, Endpoint
-from ._schemas import ErrorResponse
+from ._schemas import ErrorResponse, VideoRunForm
 
 __all__ = ["openapi_document"]
 
@@ -145,6 +146,28 @@ def _operation(
                         "required": ["images"],
                         "description": "One or many image files, under any field name "
                         "('images' or 'files' by convention).",
+                    }
+                }
+            },
+        }
+    elif spec.body == "video":
+        fields: dict[str, Any] = {
+            "settings": {"type": "string", "description": "The settings as a JSON object."},
+            "fps": {"type": "number", "minimum": MIN_SAMPLE_FPS, "maximum": MAX_SAMPLE_FPS},
+            "presize": {"type": "boolean"},
+        }
+        for name, info in VideoRunForm.model_fields.items():
+            fields[name]["description"] = info.description or ""
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"video": _FILE, **fields},
+                        "required": ["video"],
+                        "description": "One video file (mp4, mov, webm, mkv) and optional "
+                        "fields: settings (JSON), fps, presize (true/false).",
                     }
                 }
             },

@@ -7,6 +7,7 @@ of `_schemas`. Every exception becomes the error shape (`_errors.response_for`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -33,7 +34,7 @@ from ..models import (
 )
 from ..service import StudioService
 from ..storage import ARTIFACT_FILES, is_valid_run_id
-from ._bodies import MAX_JSON_BYTES, read_images, read_json
+from ._bodies import MAX_JSON_BYTES, read_images, read_json, read_video
 from ._errors import ApiError, error_response, response_for
 from ._schemas import (
     ArtifactLinks,
@@ -54,6 +55,7 @@ from ._schemas import (
     UploadResponse,
     VersionList,
     VersionView,
+    VideoRunForm,
 )
 
 __all__ = [
@@ -111,7 +113,7 @@ class Endpoint:
     responses: Mapping[int, type[BaseModel] | Literal["file"] | None]
     errors: tuple[int, ...] = ()
     failure: str = ""
-    body: type[BaseModel] | Literal["multipart"] | None = None
+    body: type[BaseModel] | Literal["multipart", "video"] | None = None
     query: type[BaseModel] | None = None
     description: str = ""
     tags: tuple[str, ...] = field(default=("runs",))
@@ -200,6 +202,39 @@ async def create_run(call: Call) -> Response:
     presize = call.service.config.presize if body.presize is None else body.presize
     run = await _call(call.service.create_run, body.settings, presize=presize)
     return _json(RunRef(run_id=run.run_id, status=run.status), 201)
+
+
+def _video_form(fields: Mapping[str, str]) -> VideoRunForm:
+    # Form fields are text: only the documented spellings are read (as the JSON routes are
+    # strict), and a field left blank takes its default.
+    data: dict[str, Any] = {}
+    text = {k: v.strip() for k, v in fields.items() if v.strip()}
+    try:
+        if "settings" in text:
+            data["settings"] = json.loads(text["settings"])
+        if "fps" in text:
+            data["fps"] = float(text["fps"])
+    except ValueError:
+        raise ApiError(400, "Invalid settings", "settings must be JSON and fps a number.") from None
+    if "presize" in text:
+        if text["presize"] not in ("true", "false"):
+            raise ApiError(400, "Invalid settings", "presize must be true or false.")
+        data["presize"] = text["presize"] == "true"
+    try:
+        return VideoRunForm.model_validate(data, strict=True, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise ApiError(400, "Invalid settings", describe_validation_error(exc)) from None
+
+
+async def submit_video(call: Call) -> Response:
+    service = call.service
+    name, data, fields = await read_video(call.request, max_bytes=service.video_limits.max_bytes)
+    form = _video_form(fields)
+    presize = service.config.presize if form.presize is None else form.presize
+    run = await _call(
+        service.submit_video, form.settings, name, data, fps=form.fps, presize=presize
+    )
+    return _json(RunRef(run_id=run.run_id, status=RunStatus.processing), 202)
 
 
 async def upload_images(call: Call) -> Response:
@@ -422,6 +457,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {201: RunRef},
         (400, 413, 415, *_COMMON),
         body=CreateRunRequest,
+    ),
+    Endpoint(
+        "POST",
+        "/videos",
+        submit_video,
+        "Create a run from one video's frames and start it",
+        {202: RunRef},
+        (400, 413, 415, *_COMMON),
+        failure="Failed to submit the video",
+        body="video",
     ),
     Endpoint(
         "GET",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ..models import RunStatus, RunVersion, VGGTRun, VGGTSettings
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 
 __all__ = [
     "ArtifactLinks",
@@ -34,6 +35,7 @@ __all__ = [
     "UploadResponse",
     "VersionList",
     "VersionView",
+    "VideoRunForm",
 ]
 
 MAX_PAGE = 200
@@ -90,6 +92,24 @@ class RerunRequest(ApiModel):
     settings: VGGTSettings = Field(
         default_factory=VGGTSettings,
         description="The settings to change; those omitted keep the newest version's.",
+    )
+
+
+class VideoRunForm(ApiModel):
+    """`POST /api/videos`: the form fields beside the video file (all optional)."""
+
+    settings: VGGTSettings = Field(
+        default_factory=VGGTSettings, description="The settings, as a JSON object in one field."
+    )
+    fps: float = Field(
+        1.0,
+        ge=MIN_SAMPLE_FPS,
+        le=MAX_SAMPLE_FPS,
+        allow_inf_nan=False,
+        description="Frames kept per second of the clip.",
+    )
+    presize: bool | None = Field(
+        None, description="Send model-sized frames; default: the server's VGGT_PRESIZE."
     )
 
 

@@ -1,7 +1,7 @@
 """`python -m vggt_core` / `vggt-studio`: the studio's commands on the same storage as the app.
 
-    submit IMAGES… [--conf 45 --mode pointmap|depth --mask-black --mask-white --mask-sky
-                    --no-cameras --no-presize] [--wait]
+    submit IMAGES… | --video FILE [--fps N]  [--conf 45 --mode pointmap|depth --mask-black
+                    --mask-white --mask-sky --no-cameras --no-presize] [--wait]
     list [--status S] [--search TEXT] [--limit N]      show RUN      wait RUN
     download RUN --out DIR [--version N]     retry RUN     cancel RUN     delete RUN [--yes]
     rerender RUN [settings…] [--frame I] [--wait]     versions RUN     rerun RUN [settings…]
@@ -38,6 +38,7 @@ from ..models import (
     describe_validation_error,
 )
 from ..storage import is_valid_run_id
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 from ._show import Progress, print_json, run_lines, run_row
 from ._studio import (
     EXIT_FAILED,
@@ -175,7 +176,11 @@ def _started(args: argparse.Namespace, studio: Studio, started: Started) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, studio: Studio) -> int:
-    files = _image_files(args.images)
+    if bool(args.images) == bool(args.video):
+        raise CliError("Give image files or folders, or one --video FILE (not both).", EXIT_USAGE)
+    if args.fps is not None and not args.video:
+        raise CliError("--fps samples a video: use it with --video FILE.", EXIT_USAGE)
+    files = _image_files(args.images) if args.images else []
     try:
         settings = VGGTSettings(
             conf_threshold=args.conf,
@@ -188,6 +193,12 @@ def cmd_submit(args: argparse.Namespace, studio: Studio) -> int:
     except ValidationError as exc:
         raise CliError(describe_validation_error(exc), EXIT_USAGE) from None
     presize = False if args.no_presize else None
+    if args.video:
+        video = Path(args.video)
+        if not video.is_file():
+            raise CliError(f"{video}: no such file.", EXIT_USAGE)
+        fps = 1.0 if args.fps is None else args.fps
+        return _started(args, studio, studio.submit_video(video, settings, presize, fps))
     return _started(args, studio, studio.submit(files, settings, presize))
 
 
@@ -377,6 +388,18 @@ def _conf(value: str) -> float:
     return number
 
 
+def _fps(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not MIN_SAMPLE_FPS <= number <= MAX_SAMPLE_FPS:
+        raise argparse.ArgumentTypeError(
+            f"the sampling rate is from {MIN_SAMPLE_FPS:g} to {MAX_SAMPLE_FPS:g} a second"
+        )
+    return number
+
+
 def _limit(value: str) -> int:
     try:
         number = int(value)
@@ -434,8 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name: str, text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return verbs.add_parser(name, help=text, description=text, parents=[common, *parents])
 
-    p = verb("submit", "create a run from images and start it", waits)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
+    p = verb("submit", "create a run from images (or one video's frames) and start it", waits)
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, or folders of them")
+    p.add_argument("--video", metavar="FILE", help="one video (mp4, mov, webm, mkv) instead")
+    p.add_argument(
+        "--fps", type=_fps, metavar="N", help="frames kept per second of the video (default 1)"
+    )
     p.add_argument("--conf", type=_conf, default=50.0, help="confidence percentile (default 50)")
     p.add_argument("--mode", choices=sorted(PREDICTION_MODES), default="depth")
     p.add_argument("--mask-black", action="store_true", help="drop near-black pixels")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -95,6 +96,12 @@ class Studio(abc.ABC):
         self, files: Sequence[tuple[str, bytes]], settings: VGGTSettings, presize: bool | None
     ) -> Started:
         """Create a run with these images and start it."""
+
+    @abc.abstractmethod
+    def submit_video(
+        self, video: Path, settings: VGGTSettings, presize: bool | None, fps: float
+    ) -> Started:
+        """Create a run from a video's frames sampled at `fps` and start it."""
 
     @abc.abstractmethod
     def retry(self, run_id: str) -> Started:
@@ -233,6 +240,22 @@ class LocalStudio(Studio):
         try:
             run = service.submit(
                 settings, files, presize=self.config.presize if presize is None else presize
+            )
+        except VGGTError as exc:
+            raise _core_error(exc) from None
+        return Started(run, note, foreground)
+
+    def submit_video(
+        self, video: Path, settings: VGGTSettings, presize: bool | None, fps: float
+    ) -> Started:
+        service, note, foreground = self._runner()
+        try:
+            run = service.submit_video(
+                settings,
+                video.name,
+                video,
+                fps=fps,
+                presize=self.config.presize if presize is None else presize,
             )
         except VGGTError as exc:
             raise _core_error(exc) from None
@@ -393,6 +416,20 @@ class RemoteStudio(Studio):
                 self._request("DELETE", f"/runs/{run_id}", params={"force": "true"})
             raise
         return Started(self.get(run_id), f"The studio at {self.where} runs it.", False)
+
+    def submit_video(
+        self, video: Path, settings: VGGTSettings, presize: bool | None, fps: float
+    ) -> Started:
+        form = {"settings": json.dumps(settings.to_json_dict()), "fps": str(fps)}
+        if presize is not None:
+            form["presize"] = "true" if presize else "false"
+        try:
+            handle = video.open("rb")
+        except OSError as exc:
+            raise CliError(f"Cannot read {video}: {exc.strerror}.", EXIT_USAGE) from None
+        with handle:
+            data = self._json("POST", "/videos", data=form, files=[("video", (video.name, handle))])
+        return Started(self.get(data["runId"]), f"The studio at {self.where} runs it.", False)
 
     def retry(self, run_id: str) -> Started:
         self._request("POST", f"/runs/{run_id}/retry")

@@ -25,6 +25,7 @@ RUNTIME_FIELDS = (
     "download_rate",
     "forget",
     "render_delay",
+    "faithful_video",
 )
 
 
@@ -49,6 +50,9 @@ class StandInOptions:
     return_predictions: bool = False
     queue_max_size: int | None = 20
     concurrency_limit: int | None = 1
+    # The Space's video sampling as it is (first frame skipped, ZeroDivisionError under 1 fps);
+    # off, a clip under 1 fps keeps every frame instead of failing.
+    faithful_video: bool = True
     _failure_epoch: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
