@@ -137,7 +137,7 @@ def rerender_form(service: StudioService, run: VGGTRun, base: RunVersion) -> Non
                 white = st.checkbox("Mask white background", s.mask_white_bg)
                 sky = st.checkbox("Mask sky", s.mask_sky)
                 cams = st.checkbox("Show cameras", s.show_cameras)
-            if run.presize and not run.settings.mask_sky:
+            if run.upload is not None and run.upload.files_resized and not s.mask_sky:
                 st.caption(
                     "This run sent model-sized photos, so a sky mask turned on now is computed "
                     "from those, not from your originals."
