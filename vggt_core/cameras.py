@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import trimesh
@@ -34,9 +34,9 @@ _PIXEL_TOL: Final = 0.05  # a point lies on its frame's pixel grid within this m
 _FLIP: Final = np.diag([1.0, -1.0, -1.0])  # OpenCV <-> OpenGL camera axes
 
 
-def opencv_to_opengl(camera_to_world: NDArray[np.float64]) -> NDArray[np.float64]:
+def opencv_to_opengl(camera_to_world: NDArray[Any]) -> NDArray[np.float64]:
     """An OpenCV camera-to-world matrix (x right, y down, z ahead) in OpenGL axes (y up, z back)."""
-    out = camera_to_world.copy()
+    out = np.array(camera_to_world, dtype=np.float64)
     out[:3, :3] = camera_to_world[:3, :3] @ _FLIP
     return out
 
@@ -210,19 +210,22 @@ def _pixels(
     return uv.astype(np.int64), err
 
 
-def _stretch(q: NDArray[np.float64], k: NDArray[np.float64], height: int) -> int:
-    """How many leading points lie on the grid of `k` in row-major order (one frame's stretch)."""
+def _stretch(q: NDArray[np.float64], k: NDArray[np.float64]) -> int:
+    """How many leading points lie on the grid of `k` in row-major order (one frame's stretch).
+
+    The grid's whole-pixel offset is not trusted yet (a sample may miss the first rows or
+    columns), so only the order and the span, not the image's bounds, are checked."""
     uv, err = _pixels(q, k)
-    inside = (err <= _PIXEL_TOL) & (uv[:, 0] >= 0) & (uv[:, 0] < MODEL_WIDTH)
-    inside &= (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    key = uv[:, 1] * MODEL_WIDTH + uv[:, 0]
-    ordered = np.ones(len(q), dtype=bool)
-    ordered[1:] = key[1:] > key[:-1]
-    bad = np.flatnonzero(~(inside & ordered))
-    if bad.size == 0:
-        return len(q)
-    # A point breaking the order may still start the stretch; the one after it may not.
-    return int(bad[0]) if bad[0] > 0 or not inside[0] else 0
+    du, dv = np.diff(uv[:, 0]), np.diff(uv[:, 1])
+    good = err <= _PIXEL_TOL
+    good[1:] &= (dv > 0) | ((dv == 0) & (du > 0))
+    bad = np.flatnonzero(~good)
+    length = int(bad[0]) if bad.size else len(q)
+    if length:
+        span = uv[:length].max(axis=0) - uv[:length].min(axis=0)
+        if span[0] >= MODEL_WIDTH or span[1] >= MODEL_WIDTH:
+            return 0
+    return length
 
 
 def _try_frame(
@@ -233,7 +236,7 @@ def _try_frame(
         fitted = _grid(q[:sample], height)
         if fitted is None:
             continue
-        length = _stretch(q, fitted[0], height or MODEL_WIDTH)
+        length = _stretch(q, fitted[0])
         if length >= min(len(q), sample, 30):
             return fitted[0], length
     return None
@@ -275,11 +278,10 @@ def _assign(
             k, length = found
             stretch = q[:length]
             uv, _ = _pixels(stretch, k)
-            if heights[i] is None:
-                # The whole frame's extent places the principal point better than the sample's.
-                regrid = _grid(stretch, None)
-                if regrid is not None:
-                    k, uv = regrid
+            # The whole frame's extent places the principal point better than the sample's.
+            regrid = _grid(stretch, heights[i])
+            if regrid is not None:
+                k, uv = regrid
             with contextlib.suppress(ValueError):  # one row or column: keep the first fit
                 k, residuals[i] = _refit(stretch, uv)
             intrinsics[i] = k
