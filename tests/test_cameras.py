@@ -172,7 +172,7 @@ def test_glb_frame_extrinsics_map_glb_points_into_the_camera(tmp_path: Path) -> 
 
 def test_glb_without_cones_says_how_to_get_them(tmp_path: Path) -> None:
     built = build(tmp_path, 2, (160, 120), show_cam=False)
-    with pytest.raises(ExportError, match="no camera cones.*Show camera off"):
+    with pytest.raises(ExportError, match=r"no camera cones.*Show camera off"):
         cameras_from_glb(built.glb)
 
 

@@ -349,7 +349,8 @@ def cameras_from_glb(
         )
     if heights is not None and len(heights) != len(scene.cameras):
         raise ExportError(
-            f"{name} has {len(scene.cameras)} cameras but {len(heights)} images were given"
+            f"{name} has {len(scene.cameras)} cameras but {len(heights)} images were given: "
+            "give exactly the images it was made from"
         )
     fits = [_cone_pose(vertices, i) for i, (vertices, _) in enumerate(scene.cameras)]
     poses = [fit[0] for fit in fits]

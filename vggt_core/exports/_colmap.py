@@ -47,7 +47,8 @@ def _write_model(folder: Path, cameras: CameraSet, photos: list[Photo], *, origi
             k = model_to_original(camera.intrinsic, photo) if original else camera.intrinsic
             w, h = (photo.width, photo.height) if original else (camera.width, camera.height)
             fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5
-            fh.write(f"{camera.index + 1} PINHOLE {w} {h} {fx!r} {fy!r} {cx!r} {cy!r}\n")
+            params = " ".join(repr(float(v)) for v in (fx, fy, cx, cy))
+            fh.write(f"{camera.index + 1} PINHOLE {w} {h} {params}\n")
     point_ids = np.arange(1, len(frame) + 1)
     point2d_index = np.full(len(frame), -1, dtype=np.int64)
     with (folder / "images.txt").open("w") as fh:
