@@ -239,3 +239,20 @@ def test_cameras_from_the_running_stand_in_match_its_predictions(
     found = cameras_from_glb(glb)
     assert_exact(found, truth, DEPTH)
     assert errors(cameras_from_predictions(npz, glb), truth)["rotation_deg"] == 0.0
+
+
+def test_a_point_head_off_the_pixel_rays_is_detected_and_estimated(tmp_path: Path) -> None:
+    built = build(tmp_path, 3, (160, 120))
+    rng = np.random.default_rng(3)
+    points = built.predictions["world_points"]
+    # VGGT's point head does not put points on pixel rays: nudge each by up to ~0.5 %.
+    built.predictions["world_points"] = points * (1 + 0.005 * rng.standard_normal(points.shape))
+    glb = tmp_path / "pointmap.glb"
+    predictions_to_glb(built.predictions, prediction_mode=POINTMAP).export(glb)
+    found = cameras_from_glb(glb)
+    assert found.mode == "pointmap"
+    assert all(c.intrinsic_estimated for c in found.cameras)
+    assert (found.point_frame < 0).all()  # no grid, so no frame or pixel is claimed
+    worst = errors(found, built.predictions)
+    assert worst["rotation_deg"] < 0.001 and worst["centre_rel"] < 1e-5  # poses stay exact
+    assert worst["focal_rel"] < 0.5  # a rough estimate, and labelled so

@@ -271,11 +271,13 @@ def _assign(
     start, first, skipped = 0, 0, 0
     while start < n and first < count and skipped < 100:
         for i in range(first, count):
-            q = _in_camera(points[start:], extrinsics[i])
-            found = _try_frame(q, heights[i])
+            # Try a sample first: most cameras are tried on points that are not theirs.
+            found = _try_frame(_in_camera(points[start : start + 2000], extrinsics[i]), heights[i])
             if found is None:
                 continue
-            k, length = found
+            k = found[0]
+            q = _in_camera(points[start:], extrinsics[i])
+            length = max(_stretch(q, k), found[1])
             stretch = q[:length]
             uv, _ = _pixels(stretch, k)
             # The whole frame's extent places the principal point better than the sample's.
