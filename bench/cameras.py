@@ -1,7 +1,7 @@
-"""How exact the cameras read back from a GLB are, against the stand-in's ground truth, and their cost.
+"""How exact the cameras read from a GLB are, against the stand-in's ground truth, and their cost.
 
-`PYTHONPATH=. .venv/bin/python -m bench.cameras [--quick]` prints the worst error of each figure over
-the depth-branch cases (1-12 frames, landscape and portrait, masks on and off), the pointmap
+`PYTHONPATH=. .venv/bin/python -m bench.cameras [--quick]` prints the worst error of each figure
+over the depth-branch cases (1-12 frames, landscape and portrait, masks on and off), the pointmap
 estimate's focal error, and the recovery's time as a ratio of reading the GLB alone.
 """
 
