@@ -276,7 +276,8 @@ def _assign(
             if found is None:
                 continue
             k = found[0]
-            q = _in_camera(points[start:], extrinsics[i])
+            # A frame holds at most 518 × 518 points: no need to look further.
+            q = _in_camera(points[start : start + MODEL_WIDTH * MODEL_WIDTH + 1], extrinsics[i])
             length = max(_stretch(q, k), found[1])
             stretch = q[:length]
             uv, _ = _pixels(stretch, k)
