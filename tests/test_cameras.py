@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import trimesh
 from gradio_client import Client, handle_file
 
 from vggt_core.cameras import CameraSet, cameras_from_glb, cameras_from_predictions
@@ -256,3 +257,29 @@ def test_a_point_head_off_the_pixel_rays_is_detected_and_estimated(tmp_path: Pat
     worst = errors(found, built.predictions)
     assert worst["rotation_deg"] < 0.001 and worst["centre_rel"] < 1e-5  # poses stay exact
     assert worst["focal_rel"] < 0.5  # a rough estimate, and labelled so
+
+
+def test_cones_whose_vertices_another_trimesh_numbered_differently(tmp_path: Path) -> None:
+    built = build(tmp_path, 3, (160, 120))
+    scene = predictions_to_glb(built.predictions, prediction_mode=DEPTH)
+    rng = np.random.default_rng(5)
+    for name, mesh in list(scene.geometry.items()):
+        if isinstance(mesh, trimesh.Trimesh):
+            order = rng.permutation(len(mesh.vertices))  # new vertex j is old vertex order[j]
+            renumber = np.argsort(order)
+            scene.geometry[name] = trimesh.Trimesh(
+                mesh.vertices[order], renumber[mesh.faces], process=False
+            )
+    glb = tmp_path / "renumbered.glb"
+    scene.export(glb)
+    assert_exact(cameras_from_glb(glb), built.predictions, DEPTH)
+
+
+def test_a_mesh_that_is_not_a_camera_cone_is_named(tmp_path: Path) -> None:
+    built = build(tmp_path, 2, (160, 120))
+    scene = predictions_to_glb(built.predictions, prediction_mode=DEPTH)
+    scene.add_geometry(trimesh.creation.box())
+    glb = tmp_path / "with_box.glb"
+    scene.export(glb)
+    with pytest.raises(ExportError, match=r"camera mesh 3 .* is not the camera cone"):
+        cameras_from_glb(glb)

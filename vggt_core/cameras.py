@@ -83,8 +83,9 @@ class CameraSet:
 # ---- camera poses from the cones -----------------------------------------------------------
 
 
-def _cone_template() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The Space's camera mesh at scene size 1, OpenGL camera axes: (merged 14, raw 18) vertices."""
+def _cone_templates() -> list[tuple[NDArray[np.float64], NDArray[np.int64]]]:
+    """The Space's camera mesh at scene size 1 in OpenGL camera axes, as (vertices, faces): as
+    trimesh's default processing leaves it (14 vertices), and unprocessed (18)."""
     cone = trimesh.creation.cone(0.05, 0.1, sections=4)
     raw = np.concatenate(
         [
@@ -93,13 +94,31 @@ def _cone_template() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
             _transform_points(_homogeneous(rot_z(2)), cone.vertices),
         ]
     )
+    faces = _camera_faces(cone)
     shift = _homogeneous(rot_z(45))
     shift[2, 3] = -0.1
-    merged = trimesh.Trimesh(vertices=raw, faces=_camera_faces(cone)).vertices
-    return _transform_points(shift, np.asarray(merged)), _transform_points(shift, raw)
+    merged = trimesh.Trimesh(vertices=raw, faces=faces)
+    return [
+        (_transform_points(shift, np.asarray(merged.vertices)), np.asarray(merged.faces)),
+        (_transform_points(shift, raw), np.asarray(faces, dtype=np.int64)),
+    ]
 
 
-_TEMPLATES: Final = _cone_template()
+_TEMPLATES: Final = _cone_templates()
+
+
+def _by_faces(
+    faces: NDArray[np.int64], template_faces: NDArray[np.int64], count: int
+) -> NDArray[np.int64] | None:
+    """The mesh vertex of each template vertex, read from faces listed in the template's order
+    (the face order survives a trimesh that numbers merged vertices differently)."""
+    if faces.shape != template_faces.shape:
+        return None
+    match = np.full(count, -1, dtype=np.int64)
+    match[template_faces.ravel()] = faces.ravel()
+    if (match < 0).any() or not np.array_equal(match[template_faces], faces):
+        return None
+    return match
 
 
 def _similarity(
@@ -118,12 +137,17 @@ def _similarity(
 
 
 def _cone_pose(
-    vertices: NDArray[np.float32], index: int
+    vertices: NDArray[np.float32], faces: NDArray[np.int64], index: int
 ) -> tuple[NDArray[np.float64], float, float]:
     """One cone's OpenCV camera-to-world (GLB frame), the scene scale, the relative residual."""
-    for template in _TEMPLATES:
-        if len(vertices) == len(template):
-            rotation, centre, scale, rms = _similarity(template, vertices.astype(np.float64))
+    target = vertices.astype(np.float64)
+    for template, template_faces in _TEMPLATES:
+        orders = [np.arange(len(template))] if len(vertices) == len(template) else []
+        by_faces = _by_faces(faces, template_faces, len(template))
+        if by_faces is not None:
+            orders.append(by_faces)
+        for order in orders:
+            rotation, centre, scale, rms = _similarity(template, target[order])
             if scale > 0 and rms <= 1e-3 * scale:
                 pose = np.eye(4)
                 pose[:3, :3] = rotation @ _FLIP
@@ -355,7 +379,7 @@ def cameras_from_glb(
             f"{name} has {len(scene.cameras)} cameras but {len(heights)} images were given: "
             "give exactly the images it was made from"
         )
-    fits = [_cone_pose(vertices, i) for i, (vertices, _) in enumerate(scene.cameras)]
+    fits = [_cone_pose(vertices, faces, i) for i, (vertices, faces) in enumerate(scene.cameras)]
     poses = [fit[0] for fit in fits]
     scale = float(np.median([fit[1] for fit in fits]))
     extrinsics, extrinsics_glb, glb_to_first = _relative(poses)
