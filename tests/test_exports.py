@@ -26,7 +26,9 @@ from vggt_core.exports import (
     export_points_ply,
     export_run_zip,
 )
-from vggt_core.glb import read_glb
+from vggt_core.glb import predictions_to_glb, read_glb
+from vggt_core.local_space import write_sample_images
+from vggt_core.local_space._model import load_and_preprocess_images, run_stand_in_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,3 +248,22 @@ def test_cli_says_why_a_damaged_glb_cannot_be_exported(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "bad.glb" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "n").exists()
+
+
+def test_mixed_shapes_are_padded_as_vggt_pads_them(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    paths = write_sample_images(images, count=2, size=(160, 120), prefix="a")
+    paths += write_sample_images(images, count=1, size=(120, 200), prefix="b")
+    truth = run_stand_in_model(load_and_preprocess_images(sorted(paths)))
+    glb = tmp_path / "mixed.glb"
+    predictions_to_glb(truth, prediction_mode="Depthmap and Camera Branch").export(glb)
+    out = export_colmap(glb, tmp_path / "colmap", images_dir=images)
+    built = Built(glb, images, truth)
+    check_model(out / "sparse" / "0", built, original=False)
+    check_model(out / "sparse_original" / "0", built, original=True)
+    for index, path in enumerate(sorted(paths)):
+        with Image.open(out / "images" / path.name) as saved:
+            pixels = np.asarray(saved.convert("RGB")).astype(int)
+        expected = (truth["images"][index].transpose(1, 2, 0) * 255).astype(int)
+        assert pixels.shape == expected.shape == (518, 518, 3)
+        assert np.abs(pixels - expected).max() <= 1  # white bands above and below included

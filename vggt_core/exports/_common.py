@@ -28,7 +28,8 @@ class Photo:
     height: int
     scale_x: float  # model pixels per original pixel
     scale_y: float
-    crop_top: int  # rows of the resized image cut above the model's first row
+    crop_top: int  # rows of the resized image above the model's first row (< 0: white padding)
+    model_height: int  # rows of the model's input (all frames share it)
 
 
 def model_to_original(k: NDArray[np.float64], photo: Photo) -> NDArray[np.float64]:
@@ -46,7 +47,7 @@ def photos(images_dir: PathLike | None, count: int, heights: list[int]) -> list[
     """The run's photos in the Space's order (sorted by name), or stand-in names without them."""
     if images_dir is None:
         return [
-            Photo(f"frame_{i:04d}.png", None, MODEL_WIDTH, h, 1.0, 1.0, 0)
+            Photo(f"frame_{i:04d}.png", None, MODEL_WIDTH, h, 1.0, 1.0, 0, h)
             for i, h in enumerate(heights)
         ]
     folder = Path(images_dir)
@@ -60,18 +61,24 @@ def photos(images_dir: PathLike | None, count: int, heights: list[int]) -> list[
             f"the GLB has {count} cameras but {folder} holds {len(files)} images; give the "
             "folder of exactly the images the GLB was made from"
         )
-    out = []
+    if not files:
+        raise ExportError(f"{folder} holds no images")
+    sizes = []
     for path in files:
         try:
             with Image.open(path) as img:
-                width, height = img.size
+                sizes.append(img.size)
         except (OSError, ValueError) as exc:
             raise ExportError(f"{path.name} is not a readable image ({exc})") from None
-        new_width, new_height = resized_size(width, height)
+    resized = [resized_size(w, h) for w, h in sizes]
+    # VGGT pads frames shorter than the tallest with white, centred (mixed shapes).
+    model_height = max(min(h, MAX_HEIGHT) for _, h in resized)
+    out = []
+    for path, (width, height), (new_width, new_height) in zip(files, sizes, resized, strict=True):
         crop = (new_height - MAX_HEIGHT) // 2 if new_height > MAX_HEIGHT else 0
-        out.append(
-            Photo(path.name, path, width, height, new_width / width, new_height / height, crop)
-        )
+        crop -= (model_height - min(new_height, MAX_HEIGHT)) // 2
+        scale_x, scale_y = new_width / width, new_height / height
+        out.append(Photo(path.name, path, width, height, scale_x, scale_y, crop, model_height))
     return out
 
 
@@ -86,9 +93,9 @@ def model_image(photo: Photo) -> Image.Image:
     img = img.convert("RGB")
     new_width, new_height = resized_size(*img.size)
     img = img.resize((new_width, new_height), Image.Resampling.BICUBIC)
-    if photo.crop_top:
-        img = img.crop((0, photo.crop_top, new_width, photo.crop_top + MAX_HEIGHT))
-    return img
+    canvas = Image.new("RGB", (new_width, photo.model_height), (255, 255, 255))
+    canvas.paste(img, (0, -photo.crop_top))  # crops the centre, or pads it with white
+    return canvas
 
 
 def load_cameras(
@@ -103,8 +110,7 @@ def load_cameras(
     if images_dir is not None:
         folder = Path(images_dir)
         if folder.is_dir():
-            sized = photos(folder, len(list(_image_files(folder))), [])
-            heights = [min(round(p.height * p.scale_y), MAX_HEIGHT) for p in sized]
+            heights = [p.model_height for p in photos(folder, len(_image_files(folder)), [])]
     if predictions is not None:
         cameras = cameras_from_predictions(predictions, glb, mode=mode or "depth")
     else:
