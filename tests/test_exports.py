@@ -267,3 +267,9 @@ def test_mixed_shapes_are_padded_as_vggt_pads_them(tmp_path: Path) -> None:
         expected = (truth["images"][index].transpose(1, 2, 0) * 255).astype(int)
         assert pixels.shape == expected.shape == (518, 518, 3)
         assert np.abs(pixels - expected).max() <= 1  # white bands above and below included
+
+
+def test_a_missing_images_folder_is_named(portrait: Built, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        export_cameras_json(portrait.glb, tmp_path / "out", images_dir=tmp_path / "nowhere")
+    assert not (tmp_path / "out").exists()

@@ -107,10 +107,10 @@ def load_cameras(
 ) -> tuple[CameraSet, list[Photo]]:
     """The cameras (from predictions.npz when given, else the GLB) and the photos they name."""
     heights = None
-    if images_dir is not None:
+    if images_dir is not None:  # checked before the cameras' work; their count is checked after
         folder = Path(images_dir)
-        if folder.is_dir():
-            heights = [p.model_height for p in photos(folder, len(_image_files(folder)), [])]
+        count = len(_image_files(folder)) if folder.is_dir() else 0
+        heights = [p.model_height for p in photos(folder, count, [])]
     if predictions is not None:
         cameras = cameras_from_predictions(predictions, glb, mode=mode or "depth")
     else:
