@@ -114,22 +114,30 @@ def test_depth_branch_cameras_are_exact(
     white: bool,
 ) -> None:
     built = build(tmp_path, count, size, conf=conf, black=black, white=white)
-    found = cameras_from_glb(built.glb)
+    height = built.predictions["images"].shape[2]
+    found = cameras_from_glb(built.glb, heights=[height] * count)  # the images' heights
     assert found.mode == "depth" and found.source == "glb"
     assert len(found.cameras) == count
     assert not any(c.intrinsic_estimated for c in found.cameras)
-    height = built.predictions["images"].shape[2]
     assert all(c.width == 518 and c.height == height for c in found.cameras)
     assert all(c.intrinsic_residual_px < 0.01 and c.pose_residual < 1e-5 for c in found.cameras)
     assert_exact(found, built.predictions, DEPTH)
     assert sum(c.point_count for c in found.cameras) == len(found.points)
+    # A bare GLB: the same values; flagged (and said) only when no frame spans its height.
+    bare = cameras_from_glb(built.glb)
+    assert_exact(bare, built.predictions, DEPTH)
+    flagged = [c.intrinsic_estimated for c in bare.cameras]
+    assert flagged in ([False] * count, [True] * count)
+    assert any("whole height" in note for note in bare.notes) == flagged[0]
 
 
-def test_known_heights_place_the_principal_point_when_top_rows_are_masked(
-    tmp_path: Path,
-) -> None:
-    built = build(tmp_path, 2, (160, 120), conf=90.0)
-    found = cameras_from_glb(built.glb, heights=[392, 392])
+def test_sparse_points_without_images_are_flagged_and_exact_with_them(tmp_path: Path) -> None:
+    built = build(tmp_path, 3, (160, 120), conf=99.9)  # ~200 points a frame, no edge rows
+    bare = cameras_from_glb(built.glb)
+    assert all(c.intrinsic_estimated for c in bare.cameras)
+    assert any("give the images" in note for note in bare.notes)
+    found = cameras_from_glb(built.glb, heights=[392] * 3)
+    assert not any(c.intrinsic_estimated for c in found.cameras)
     assert_exact(found, built.predictions, DEPTH)
 
 

@@ -386,10 +386,24 @@ def cameras_from_glb(
     points = _in_camera(scene.points.astype(np.float64), glb_to_first)
     sizes: list[int | None] = list(heights) if heights is not None else [None] * len(poses)
     intrinsics, frame, pixel, residuals = _assign(points, extrinsics, sizes)
+    notes: list[str] = []
+    uncertain_row = False
+    if heights is None and any(k is not None for k in intrinsics):
+        # All frames share one height; a frame whose points span it whole tells it, and
+        # VGGT's principal point is mid-image, which then fixes every frame's row offset.
+        shared = _shared_height(intrinsics, frame, pixel)
+        if shared is not None:
+            sizes = [shared[0]] * len(poses)
+            intrinsics, frame, pixel, residuals = _assign(points, extrinsics, sizes)
+        if shared is None or not shared[1]:
+            uncertain_row = True
+            notes.append(
+                "no frame's points span its whole height, so the principal point's row may be "
+                "off by whole pixels (flagged estimated): give the images for exact values"
+            )
     on_grid = float((pixel[:, 0] >= 0).mean()) if len(points) else 0.0
     if mode is None:
         mode = "depth" if on_grid >= 0.9 else "pointmap"
-    notes: list[str] = []
     if len(poses) == 1:
         notes.append(
             f"{name} shows one frame: a single camera, so no point is seen twice (a GLB "
@@ -413,7 +427,7 @@ def cameras_from_glb(
                 intrinsic=k,
                 width=MODEL_WIDTH,
                 height=height,
-                intrinsic_estimated=mode == "pointmap" or intrinsics[i] is None,
+                intrinsic_estimated=mode == "pointmap" or intrinsics[i] is None or uncertain_row,
                 pose_residual=pose_fit[2],
                 intrinsic_residual_px=residuals[i],
                 point_count=int((frame == i).sum()),
@@ -432,6 +446,25 @@ def cameras_from_glb(
         glb_to_first=glb_to_first,
         notes=tuple(notes),
     )
+
+
+def _shared_height(
+    intrinsics: list[NDArray[np.float64] | None], frame: NDArray[np.int32], pixel: NDArray[np.int32]
+) -> tuple[int, bool] | None:
+    """The frames' shared height (a multiple of 14) with VGGT's mid-image principal point, and
+    whether a frame spans it whole (else it is the least height every frame allows)."""
+    best: int | None = None
+    for i, k in enumerate(intrinsics):
+        rows = pixel[frame == i, 1]
+        if k is None or not rows.size:
+            continue
+        height = -(-(int(rows.max()) + 1) // 14) * 14
+        if height > MODEL_WIDTH or abs(k[1, 2] - height / 2) >= 0.01:
+            continue
+        if rows.min() == 0 and rows.max() == height - 1:
+            return height, True
+        best = height if best is None else max(best, height)
+    return (best, False) if best is not None else None
 
 
 def _height_of(pixels: NDArray[np.int32]) -> int:
