@@ -9,6 +9,7 @@ VGGTError                 anything the core refuses or fails at, with a message 
 │   ├── ImagesRejected    a batch of images refused as a whole; `problems` name each file
 │   └── LockTimeout       a run's lock stayed taken past its bound
 ├── ImageRejected         one file refused, with its name and the reason (also a ValueError)
+├── ExportError           cameras or an export cannot be made from this GLB (also a ValueError)
 └── SpaceError            the backend failed; `kind` says how (see ErrorKind)
     └── SpaceCancelled    the user cancelled while the backend worked
 """
@@ -31,6 +32,7 @@ from gradio_client.utils import QueueError
 __all__ = [
     "ConfigError",
     "ErrorKind",
+    "ExportError",
     "ImageRejected",
     "ImagesRejected",
     "InvalidRunId",
@@ -95,6 +97,10 @@ class ImageRejected(VGGTError, ValueError):
         self.name = name
         self.reason = reason
         super().__init__(f"{_display_name(name)}: {reason}")
+
+
+class ExportError(VGGTError, ValueError):
+    """Cameras or an export cannot be made from the given GLB or predictions; says why."""
 
 
 class ImagesRejected(StorageError):

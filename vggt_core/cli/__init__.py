@@ -39,6 +39,7 @@ from ..models import (
 )
 from ..storage import is_valid_run_id
 from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
+from ._export import add_export_parser, cmd_export
 from ._show import Progress, print_json, run_lines, run_row
 from ._studio import (
     EXIT_FAILED,
@@ -502,12 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8600)
     p.add_argument("--quiet", action="store_true", help="no access log")
+    add_export_parser(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; its exit code."""
     args = build_parser().parse_args(argv)
+    if args.verb == "export":
+        return cmd_export(args)
     studio: Studio | None = None
     try:
         studio = _studio(args)
