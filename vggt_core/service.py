@@ -6,12 +6,13 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .compare import Comparison, compare_items, parse_ref
 from .config import StudioConfig
-from .errors import RunBusy, RunNotFound, StorageError
+from .errors import RunBusy, RunNotFound, StorageError, storage_error
+from .exports import EXPORT_SUFFIXES, ExportFormat, export_file, export_run_zip
 from .heartbeat import Heartbeat, LiveWorker, live_workers
 from .images import check_image
 from .models import (
@@ -37,6 +38,14 @@ __all__ = ["StudioService", "space_for"]
 
 # How often wait() re-reads a run: the disk is the source of truth, whoever runs it.
 WAIT_POLL_S = 0.1
+
+
+@contextlib.contextmanager
+def _export_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise storage_error(exc, "write the export") from None
 
 
 def space_for(config: StudioConfig) -> VGGTSpace:
@@ -353,6 +362,39 @@ class StudioService:
         if version is None or version.status is not RenderStatus.completed:
             return None
         return self.store.version_file(run_id, version.glb)
+
+    def export(self, run_id: str, fmt: ExportFormat, *, version: int | None = None) -> Path:
+        """One export of a version (the newest by default) as a file in the run's `exports/`,
+        made once per version (a version never changes); ExportError says why it cannot be."""
+        run = self.get(run_id)
+        chosen = run.version(version)
+        glb = None if chosen is None else self.store.version_file(run_id, chosen.glb)
+        if chosen is None or chosen.status is not RenderStatus.completed or glb is None:
+            which = "a rendered version" if version is None else f"a version {version}"
+            raise RunNotFound(f"Run {run_id} has no {which} to export")
+        target = self.store.exports_dir(run_id) / f"v{chosen.number}{EXPORT_SUFFIXES[fmt]}"
+        if target.is_file() and not target.is_symlink():
+            return target
+        predictions = self.store.version_file(run_id, run.artifacts.predictions)
+        one_frame = chosen.frame is not None  # the predictions hold every frame, the GLB one
+        with _export_errors():
+            export_file(
+                fmt,
+                glb,
+                target,
+                predictions=None if one_frame else predictions,
+                images_dir=self.store.run_dir(run_id) / "images",
+                mode=chosen.settings.prediction_mode,
+            )
+        return target
+
+    def export_run(self, run_id: str) -> Path:
+        """The whole run (metadata, images, every version's GLB, prepared exports) as a zip in
+        its `exports/`, made again at each call since the run may have changed."""
+        target = self.store.exports_dir(run_id) / f"{run_id}.zip"
+        with _export_errors():
+            export_run_zip(self.store.run_dir(run_id), target)
+        return target
 
     def compare(self, refs: Sequence[str]) -> Comparison:
         """Runs or versions side by side (`run_…`, or `run_…@2` for one version)."""

@@ -49,6 +49,7 @@ ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "prediction
 METADATA = "metadata.json"
 IMAGES = "images"
 VERSIONS = "versions"
+EXPORTS = "exports"
 VIDEO = "video"
 STAGING = ".staging"
 # A metadata read-modify-write takes milliseconds; a lock held this long means a stuck process.
@@ -497,6 +498,15 @@ class RunStore(RunListing):
         if any(p.is_symlink() for p in (path, path.parent)) or not path.is_file():
             return None
         return path
+
+    def exports_dir(self, run_id: str) -> Path:
+        """The run's folder of prepared exports (made on first use)."""
+        folder = self._existing_dir(run_id) / EXPORTS
+        with _disk(f"prepare run {run_id}'s exports"):
+            folder.mkdir(exist_ok=True)
+        if folder.is_symlink():
+            raise StorageError(f"Run {run_id}: exports/ is a link; delete it first")
+        return folder
 
     def save_version(self, run_id: str, number: int, source: Path) -> str:
         """Move a finished re-render's GLB (on the storage's file system) into place; its name

@@ -191,8 +191,8 @@ def export_run_zip(run_dir: PathLike, out_file: PathLike) -> Path:
                 dirs.sort()
                 for name in sorted(files):
                     path = Path(folder) / name
-                    if path.is_symlink() or not path.is_file():
-                        continue
+                    if path.is_symlink() or not path.is_file() or name.startswith("."):
+                        continue  # lock files and temporary files are not part of the run
                     if path.resolve() in (target.resolve(), tmp.resolve()):
                         continue
                     if not path.resolve().is_relative_to(resolved_root):
