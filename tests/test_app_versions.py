@@ -108,3 +108,27 @@ def test_a_forgotten_run_offers_a_linked_re_run(app_env, side_executor):
     assert child.status is RunStatus.completed, child.error
     at.run()
     assert f"Re-run of {rid}" in page_text(at)
+
+
+def test_exports_are_prepared_then_downloaded(app_env, side_executor):
+    run = reconstructed_run(app_env.store, side_executor)
+    at = open_page(HISTORY, run=run.run_id)
+    [fmt] = [s for s in at.selectbox if s.label == "Format"]
+    fmt.set_value("colmap").run()
+    button(at, "Prepare").click().run()
+    assert not at.exception
+    assert "Download v1_colmap.zip" in {d.label for d in at.download_button}
+    assert (app_env.store.run_dir(run.run_id) / "exports" / "v1_colmap.zip").is_file()
+
+
+def test_an_export_without_cameras_offers_the_re_render_that_brings_them(app_env, side_executor):
+    run = reconstructed_run(app_env.store, side_executor, show_cameras=False)
+    at = open_page(HISTORY, run=run.run_id)
+    [fmt] = [s for s in at.selectbox if s.label == "Format"]
+    fmt.set_value("cameras").run()
+    button(at, "Prepare").click().run()
+    assert any("re-render it with cameras on" in e for e in texts(at.error))
+    button(at, "Re-render with cameras on").click().run()
+    assert not at.exception
+    version = app_env.store.load(run.run_id).version(2)
+    assert version is not None and version.settings.show_cameras

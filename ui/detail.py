@@ -25,6 +25,7 @@ from .common import (
     upload_saving,
 )
 from .compare import add_to_compare
+from .exports import export_panel
 from .images import run_thumbnails
 from .preview import downloads, preview
 from .runs import run_action
@@ -222,6 +223,7 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
             st.markdown("**Downloads**")
             with st.container(horizontal=True):
                 downloads(ctx.service, run, chosen)
+            export_panel(ctx.service, run, chosen)
             add_to_compare(run, chosen)
         saving = upload_saving(run)
         if saving:
