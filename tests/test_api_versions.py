@@ -15,13 +15,6 @@ from starlette.testclient import TestClient
 from tests.helpers_service import service_on, wait_for
 from vggt_core import RenderStatus, RunStatus, RunVersion, StudioService, VGGTSettings, read_glb
 from vggt_core.api import create_api_app, openapi_document
-from vggt_core.local_space import write_sample_images
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
-    folder = tmp_path_factory.mktemp("version_images")
-    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
 
 
 @pytest.fixture
@@ -335,3 +328,31 @@ def test_a_version_download_keeps_its_length_behind_a_compressing_middleware(
         assert answer.content == scene
         listed = client.get(f"/api/runs/{run_id}/versions", headers={"Accept-Encoding": "gzip"})
         assert listed.json()["versions"][0]["glb"] == f"/api/runs/{run_id}/versions/1/glb"
+
+
+def test_a_version_exports_and_the_run_archive_download(api, service, images, tmp_path):
+    import json
+    import zipfile
+
+    run_id = completed(service, images)
+    response = api.get(f"/api/runs/{run_id}/versions/1/exports/cameras")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert f"{run_id}_v1_cameras.json" in response.headers["content-disposition"]
+    assert len(json.loads(response.content)["cameras"]) == 3
+    colmap = api.get(f"/api/runs/{run_id}/versions/1/exports/colmap")
+    assert colmap.status_code == 200 and colmap.content[:2] == b"PK"
+    archive = api.get(f"/api/runs/{run_id}/archive")
+    assert archive.status_code == 200
+    (tmp_path / "run.zip").write_bytes(archive.content)
+    with zipfile.ZipFile(tmp_path / "run.zip") as zipped:
+        assert "exports/v1_colmap.zip" in zipped.namelist()
+    assert_error(api.get(f"/api/runs/{run_id}/versions/1/exports/obj"), 404)
+    assert_error(api.get(f"/api/runs/{run_id}/versions/7/exports/ply"), 404)
+    assert_error(api.get(f"/api/runs/{run_id}/versions/x/exports/ply"), 400)
+
+
+def test_an_export_that_cannot_be_made_is_422_and_says_why(api, service, images):
+    run_id = completed(service, images, show_cameras=False)
+    body = assert_error(api.get(f"/api/runs/{run_id}/versions/1/exports/colmap"), 422)
+    assert "re-render it with cameras on" in body["details"]

@@ -101,7 +101,12 @@ class _NoCompressionOfFiles:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        is_file = "/artifacts/" in path or ("/versions/" in path and path.endswith("/glb"))
+        is_file = (
+            "/artifacts/" in path
+            or "/exports/" in path
+            or path.endswith("/archive")
+            or ("/versions/" in path and path.endswith("/glb"))
+        )
         if path.startswith(f"{API_PREFIX}/") and is_file:
             headers = [(k, v) for k, v in scope.get("headers", []) if k != b"accept-encoding"]
             scope = {**scope, "headers": headers}

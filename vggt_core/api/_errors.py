@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import (
     ConfigError,
+    ExportError,
     ImagesRejected,
     InvalidRunId,
     LockTimeout,
@@ -74,6 +75,8 @@ def response_for(exc: BaseException, *, doing: str = "") -> JSONResponse:
         return error_response(400, "Images rejected", problems)
     if isinstance(exc, RunBusy):
         return error_response(409, doing or "Conflict", str(exc))
+    if isinstance(exc, ExportError):
+        return error_response(422, "Export not possible", str(exc))
     if isinstance(exc, LockTimeout):
         return error_response(503, "Busy", str(exc), {"Retry-After": "5"})
     if isinstance(exc, StorageError):

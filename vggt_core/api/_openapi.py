@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from ..exports import EXPORT_SUFFIXES
 from ..listing import RUN_ID_PATTERN
 from ..storage import ARTIFACT_FILES
 from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
@@ -85,6 +86,16 @@ def _parameters(
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
                 "description": "The version's number (1 is the reconstruction).",
+            }
+        )
+    if "{format}" in spec.path:
+        params.append(
+            {
+                "name": "format",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": list(EXPORT_SUFFIXES)},
+                "description": "colmap and nerfstudio come as a zip, cameras as JSON.",
             }
         )
     if spec.query is not None:

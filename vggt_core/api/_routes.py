@@ -24,6 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import InvalidRunId, RunBusy
+from ..exports import EXPORT_SUFFIXES
 from ..models import (
     RenderStatus,
     RunStatus,
@@ -396,6 +397,42 @@ async def get_version_glb(call: Call) -> Response:
     return _file_response(call, path, found, MEDIA_TYPES["glb"], name)
 
 
+EXPORT_MEDIA = {".zip": "application/zip", ".json": "application/json", ".ply": "application/ply"}
+
+
+async def get_version_export(call: Call) -> Response:
+    raw = str(call.request.path_params["number"])
+    fmt = str(call.request.path_params["format"])
+    if not VERSION_NUMBER.fullmatch(raw):
+        raise ApiError(
+            400, "Invalid version number", "A version number is a whole number from 1 up."
+        )
+    if fmt not in EXPORT_SUFFIXES:
+        raise ApiError(
+            404, "Unknown export format", f"Expected one of: {', '.join(EXPORT_SUFFIXES)}."
+        )
+    number = int(raw)
+
+    def make() -> tuple[str, os.stat_result] | None:
+        return _regular_file(call.service.export(call.run_id, fmt, version=number))  # type: ignore[arg-type]
+
+    located = await _call(make)
+    if located is None:
+        raise ApiError(404, "Export not found", f"Run {call.run_id} has no such export.")
+    path, found = located
+    suffix = os.path.splitext(path)[1]
+    name = f"{call.run_id}_v{number}{EXPORT_SUFFIXES[fmt]}"
+    return _file_response(call, path, found, EXPORT_MEDIA[suffix], name)
+
+
+async def get_run_archive(call: Call) -> Response:
+    located = await _call(lambda: _regular_file(call.service.export_run(call.run_id)))
+    if located is None:
+        raise ApiError(404, "Export not found", f"Run {call.run_id} could not be archived.")
+    path, found = located
+    return _file_response(call, path, found, EXPORT_MEDIA[".zip"], f"{call.run_id}.zip")
+
+
 async def rerun(call: Call) -> Response:
     body = _strict(RerunRequest, await read_json(call.request))
     service = call.service
@@ -571,6 +608,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: "file", 206: "file", 304: None},
         (416, *_RUN),
         tags=("versions",),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{runId}/versions/{number}/exports/{format}",
+        get_version_export,
+        "A version as COLMAP (zip), cameras (JSON), nerfstudio (zip) or PLY, made on first ask",
+        {200: "file", 206: "file", 304: None},
+        (416, 422, *_RUN),
+        failure="Export not possible",
+        tags=("versions",),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{runId}/archive",
+        get_run_archive,
+        "The whole run as a zip: metadata, images, every version's GLB, prepared exports",
+        {200: "file", 206: "file", 304: None},
+        (416, *_RUN),
     ),
     Endpoint(
         "POST",
