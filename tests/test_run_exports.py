@@ -88,3 +88,20 @@ def test_a_run_with_predictions_exports_the_models_own_cameras(tmp_path, npz_spa
         run_id = completed(service, images)
         cameras = json.loads(service.export(run_id, "cameras").read_text())
         assert cameras["source"] == "predictions" and len(cameras["cameras"]) == 3
+
+
+def test_the_command_line_exports_a_stored_run(tmp_path, local_space, images, capsys):
+    from vggt_core.cli import main
+
+    with running(service_on(tmp_path / "storage", local_space.url)) as service:
+        run_id = completed(service, images)
+    storage = str(tmp_path / "storage")
+    out = tmp_path / "out"
+    args = ["export", "--run", run_id, "--storage", storage, "--out", str(out)]
+    assert main([*args, "--format", "colmap"]) == 0
+    assert (out / f"{run_id}_v1_colmap.zip").is_file()
+    assert main([*args, "--format", "run"]) == 0
+    assert (out / f"{run_id}.zip").is_file()
+    assert main([*args, "--format", "ply", "--version", "4"]) == 1
+    assert f"Run {run_id} has no version 4 to export" in capsys.readouterr().err
+    assert main(["export", "--glb", "x.glb", "--format", "run", "--out", str(out)]) == 2

@@ -370,7 +370,7 @@ class StudioService:
         chosen = run.version(version)
         glb = None if chosen is None else self.store.version_file(run_id, chosen.glb)
         if chosen is None or chosen.status is not RenderStatus.completed or glb is None:
-            which = "a rendered version" if version is None else f"a version {version}"
+            which = "rendered version" if version is None else f"version {version}"
             raise RunNotFound(f"Run {run_id} has no {which} to export")
         target = self.store.exports_dir(run_id) / f"v{chosen.number}{EXPORT_SUFFIXES[fmt]}"
         if target.is_file() and not target.is_symlink():
