@@ -42,6 +42,8 @@ def test_two_runs_and_a_version_side_by_side_with_the_differences_marked(app_env
     assert "≠ Show cameras" in table and "≠ Cameras" in table
     assert "| Confidence threshold |" in table  # the same everywhere: not marked
     assert len(plotly_figures(at)) == 3
+    assert f"| {b.run_id} v1 | {a.run_id} v1 | 3 | 0.000° / 0.000°" in table  # same cameras
+    assert any("no camera cones" in c for c in texts(at.caption))
 
     [remove] = [x for x in at.button if x.label == "Remove" and x.key == "compare_remove_2"]
     remove.click().run()

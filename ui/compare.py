@@ -76,6 +76,27 @@ def _table(comparison: Comparison) -> None:
     st.caption("≠ marks what differs. Each preview opens on the same default viewpoint.")
 
 
+def _poses(comparison: Comparison) -> None:
+    if comparison.poses:
+        rows = [
+            "| Cameras of | against | cameras | rotation (median / max) | centres (median / max) |",
+            "|---|---|---|---|---|",
+        ]
+        for p in comparison.poses:
+            rows.append(
+                f"| {md_escape(p.item)} | {md_escape(p.reference)} | {p.cameras} "
+                f"| {p.rotation_deg_median:.3f}° / {p.rotation_deg_max:.3f}° "
+                f"| {p.translation_median:.2%} / {p.translation_max:.2%} of the scene |"
+            )
+        st.markdown("\n".join(rows))
+        st.caption(
+            "Poses from the camera cones, both seen from their first camera and brought to one "
+            "scale; centre offsets as a fraction of the reference scene's size."
+        )
+    for note in comparison.pose_notes:
+        st.caption(md_escape(f"Cameras not compared: {note}"))
+
+
 def comparison(ctx: AppContext) -> None:
     """The comparison of the chosen runs or versions, when there are any."""
     refs = compare_refs()
@@ -99,6 +120,7 @@ def comparison(ctx: AppContext) -> None:
             st.rerun()
         return
     _table(found)
+    _poses(found)
     budget = max(ctx.settings.preview_points // len(found.items), 5_000)
     columns = st.columns(min(len(found.items), 3))
     for index, item in enumerate(found.items):

@@ -22,6 +22,7 @@ __all__ = [
     "Camera",
     "CameraSet",
     "Mode",
+    "camera_poses",
     "cameras_from_glb",
     "cameras_from_predictions",
     "opencv_to_opengl",
@@ -357,6 +358,19 @@ def _relative(
         np.asarray(np.linalg.inv(p), dtype=np.float64) for p in poses
     ]
     return [inv @ poses[0] for inv in inverse], inverse, glb_to_first
+
+
+def camera_poses(
+    glb: str | os.PathLike[str] | GLBScene,
+) -> tuple[list[NDArray[np.float64]], float]:
+    """Only the poses (world-to-camera in the first camera's frame) and the scene size: the
+    cones alone, without the point grid's work."""
+    scene = _read(glb)
+    if not scene.cameras:
+        raise ExportError(f"{scene.name} has no camera cones (it was made with Show camera off)")
+    fits = [_cone_pose(vertices, faces, i) for i, (vertices, faces) in enumerate(scene.cameras)]
+    extrinsics, _, _ = _relative([fit[0] for fit in fits])
+    return extrinsics, float(np.median([fit[1] for fit in fits]))
 
 
 def cameras_from_glb(

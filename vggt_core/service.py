@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .compare import Comparison, compare_items, parse_ref
+from .compare import Comparison, compare_items, compare_poses, parse_ref
 from .config import StudioConfig
 from .errors import RunBusy, RunNotFound, StorageError, storage_error
 from .exports import EXPORT_SUFFIXES, ExportFormat, export_file, export_run_zip
@@ -398,9 +398,16 @@ class StudioService:
 
     def compare(self, refs: Sequence[str]) -> Comparison:
         """Runs or versions side by side (`run_…`, or `run_…@2` for one version)."""
-        return compare_items(
-            [(self.get(run_id), number) for run_id, number in map(parse_ref, refs)]
-        )
+        pairs = [(self.get(run_id), number) for run_id, number in map(parse_ref, refs)]
+        found = compare_items(pairs)
+        glbs = []
+        for item, (run, _) in zip(found.items, pairs, strict=True):
+            version = run.version(item.version)
+            glbs.append(
+                None if version is None else self.store.version_file(run.run_id, version.glb)
+            )
+        found.poses, found.pose_notes = compare_poses(found.items, glbs)
+        return found
 
     def wait_render(self, run_id: str, number: int, timeout: float | None = None) -> RunVersion:
         """Block until a version is rendered or ended; return it."""
