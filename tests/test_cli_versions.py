@@ -105,11 +105,17 @@ def test_rerender_versions_and_download_a_version(storage, local_space, images, 
     assert (folder / "scene.glb").read_bytes() == scene
 
 
-def test_a_one_frame_rerender_from_another_process_says_why(storage, local_space, images, capsys):
+def test_a_one_frame_rerender_from_another_process(
+    storage, local_space, images, capsys, monkeypatch
+):
     run_id = completed_run(storage, local_space.url, images)
-    # The session that reconstructed belonged to the closed service: the core says why, in
-    # plain words, never the backend's raw dropdown error; exit 1.
+    # The service that reconstructed is closed: the command resumes its session by its id.
     code, version = run_json(capsys, "rerender", run_id, "--frame", "0", "--json")
+    assert code == 0 and version["status"] == "completed" and version["frame"] == 0, version
+    # Past the window the Space keeps a session for, the core says why in plain words, never
+    # the backend's raw dropdown error; exit 1.
+    monkeypatch.setenv("VGGT_SESSION_KEEP_S", "0")
+    code, version = run_json(capsys, "rerender", run_id, "--frame", "1", "--json")
     assert code == 1 and version["errorKind"] == "frame_filter", version
     assert "session" in version["error"] and "not in the list" not in version["error"]
     assert main(["rerender", run_id]) == 0  # all frames still work
