@@ -81,3 +81,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
 
     folder = tmp_path_factory.mktemp("images")
     return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
+
+
+@pytest.fixture(scope="session")
+def npz_space() -> Iterator[LocalSpace]:
+    """A self-hosted backend that returns predictions.npz beside the GLB."""
+    from vggt_core.local_space import LocalSpace, StandInOptions
+
+    with LocalSpace(StandInOptions(return_predictions=True)) as space:
+        yield space

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from vggt_core._children import stop_group
 from vggt_core.local_space import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +39,7 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         """Signal the process group, SIGKILL it if it lingers; the leader's exit code."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything it left in its group
-        return self.process.returncode
+        return stop_group(self.process, timeout, sig=sig)
 
 
 def env_for(storage: Path, backend: str, **more: str) -> dict[str, str]:

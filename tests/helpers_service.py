@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from vggt_core import StudioService, load_config
+from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
 
 T = TypeVar("T")
 
@@ -37,3 +37,11 @@ def wait_for(condition: Callable[[], T], timeout: float = 60.0, what: str = "con
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def completed(service: StudioService, images: list[tuple[str, bytes]], **settings: object) -> str:
+    """Submit a run with these images and settings, wait for it; its id (it must complete)."""
+    run = service.submit(VGGTSettings(**settings), images)  # type: ignore[arg-type]
+    done = service.wait(run.run_id, timeout=120)
+    assert done.status is RunStatus.completed, done.error
+    return run.run_id

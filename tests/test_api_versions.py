@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from tests.helpers_service import service_on, wait_for
-from vggt_core import RenderStatus, RunStatus, RunVersion, StudioService, VGGTSettings, read_glb
+from tests.helpers_service import completed, service_on, wait_for
+from vggt_core import RenderStatus, RunVersion, StudioService, VGGTSettings, read_glb
 from vggt_core.api import create_api_app, openapi_document
 
 
@@ -29,13 +29,6 @@ def api(service: StudioService) -> Iterator[TestClient]:
     app = create_api_app(service, close_on_shutdown=False)
     with TestClient(app, base_url="http://127.0.0.1:8600", client=("127.0.0.1", 50000)) as client:
         yield client
-
-
-def completed(service: StudioService, images: list[tuple[str, bytes]], **settings: object) -> str:
-    run = service.submit(VGGTSettings(**settings), images)
-    done = service.wait(run.run_id, timeout=120)
-    assert done.status is RunStatus.completed, done.error
-    return run.run_id
 
 
 def rendered(api: TestClient, run_id: str, number: int) -> dict:

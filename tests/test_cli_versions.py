@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers_service import running, service_on, wait_for
-from vggt_core import RenderStatus, RunStatus, RunVersion, VGGTSettings, read_glb
+from tests.helpers_service import completed, running, service_on, wait_for
+from vggt_core import RenderStatus, RunVersion, VGGTSettings, read_glb
 from vggt_core.cli import main
 from vggt_core.local_space import write_sample_images
 
@@ -42,10 +42,7 @@ def storage(tmp_path, monkeypatch, local_space) -> Path:
 def completed_run(root: Path, backend: str, images, **settings: object) -> str:
     """A completed run on `root`, made by a service that is closed afterwards."""
     with running(service_on(root, backend)) as service:
-        run = service.submit(VGGTSettings(**settings), images)
-        done = service.wait(run.run_id, timeout=120)
-        assert done.status is RunStatus.completed, done.error
-        return run.run_id
+        return completed(service, images, **settings)
 
 
 def run_json(capsys, *argv: str) -> tuple[int, dict]:

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers_service import running, service_on, wait_for
+from tests.helpers_service import completed, running, service_on, wait_for
 from vggt_core import (
     RenderStatus,
     RunBusy,
@@ -22,21 +21,6 @@ from vggt_core import (
     VGGTSettings,
     read_glb,
 )
-from vggt_core.local_space import LocalSpace, StandInOptions
-
-
-@pytest.fixture(scope="module")
-def npz_space() -> Iterator[LocalSpace]:
-    """A self-hosted backend that returns predictions.npz beside the GLB."""
-    with LocalSpace(StandInOptions(return_predictions=True)) as space:
-        yield space
-
-
-def completed(service: StudioService, images: list[tuple[str, bytes]], **settings: object) -> str:
-    run = service.submit(VGGTSettings(**settings), images)
-    done = service.wait(run.run_id, timeout=120)
-    assert done.status is RunStatus.completed, done.error
-    return run.run_id
 
 
 def digest(path: Path) -> str:

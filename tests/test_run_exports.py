@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
 
 import pycolmap
 import pytest
 import trimesh
 
-from tests.helpers_service import running, service_on
-from vggt_core import RenderStatus, RunStatus, StudioService, VGGTSettings
+from tests.helpers_service import completed, running, service_on
+from vggt_core import RenderStatus, VGGTSettings
 from vggt_core.errors import ExportError
-from vggt_core.local_space import LocalSpace, StandInOptions
-
-
-@pytest.fixture(scope="module")
-def npz_space() -> Iterator[LocalSpace]:
-    with LocalSpace(StandInOptions(return_predictions=True)) as space:
-        yield space
-
-
-def completed(service: StudioService, images, **settings) -> str:
-    run = service.wait(service.submit(VGGTSettings(**settings), images).run_id, timeout=120)
-    assert run.status is RunStatus.completed, run.error
-    return run.run_id
 
 
 def test_each_format_of_a_version_reads_back_and_is_made_once(tmp_path, local_space, images):

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from ._children import stop_group
+
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_APP_PORT = 8501
@@ -54,17 +56,7 @@ class Child:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM its process group, SIGKILL what is left after `timeout`; reap it."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything it left in its group
+        stop_group(self.process, timeout)
 
 
 def url_for(host: str, port: int) -> str:

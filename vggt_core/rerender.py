@@ -13,22 +13,19 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import SpaceCancelled, SpaceError, StorageError, bounded_text
 from .glb import GLBError, load_predictions, predictions_to_glb, read_glb
 from .models import RenderSource, RenderStatus, RunVersion, VGGTRun, VGGTSettings, utc_now
+from .runner import Watch
 from .space import SpaceSession, VGGTSpace, glb_size_cap
 from .storage import RunStore
 
 __all__ = ["RenderExecutor", "frame_filter_value", "render_locally", "stale_render"]
 
 log = logging.getLogger(__name__)
-
-# How often a rendering worker re-reads its run for a cancel written by another process.
-COMMAND_POLL_S = 0.5
 
 FRAME_FILTER_GONE = (
     "The backend shows one frame only in the session that reconstructed the run, and that "
@@ -100,30 +97,14 @@ def stale_render(version: RunVersion, is_mine: Callable[[int], bool]) -> bool:
     return False
 
 
-class _Watch:
-    """A render's view of its commands: a cancel from any process, or this process closing."""
+def _render_watch(store: RunStore, run_id: str, number: int, closing: threading.Event) -> Watch:
+    """Stop on a cancel of the version, or the version ended or removed by someone else."""
 
-    def __init__(self, store: RunStore, run_id: str, number: int, closing: threading.Event) -> None:
-        self.store, self.run_id, self.number, self.closing = store, run_id, number, closing
-        self.local = threading.Event()
-        self._next_read = 0.0
-        self._seen = False
+    def stops(run: VGGTRun) -> bool:
+        version = run.version(number)
+        return version is None or not version.is_active or version.cancel_requested_at is not None
 
-    def __call__(self) -> bool:
-        """True once the render must stop."""
-        if self._seen or self.local.is_set() or self.closing.is_set():
-            return True
-        now = time.monotonic()
-        if now >= self._next_read:
-            self._next_read = now + COMMAND_POLL_S
-            try:
-                version = self.store.load(self.run_id).version(self.number)
-            except StorageError:
-                return False
-            self._seen = (
-                version is None or not version.is_active or version.cancel_requested_at is not None
-            )
-        return self._seen
+    return Watch(store, run_id, closing, stops)
 
 
 class RenderExecutor:
@@ -142,7 +123,7 @@ class RenderExecutor:
         self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending: set[tuple[str, int]] = set()
-        self._watches: dict[tuple[str, int], _Watch] = {}
+        self._watches: dict[tuple[str, int], Watch] = {}
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="vggt-render", daemon=True)
         self._thread.start()
@@ -189,7 +170,7 @@ class RenderExecutor:
             if job is None or self._closing.is_set():
                 return
             run_id, number = job
-            watch = _Watch(self.store, run_id, number, self._closing)
+            watch = _render_watch(self.store, run_id, number, self._closing)
             with self._lock:
                 self._watches[job] = watch
             try:
@@ -201,7 +182,7 @@ class RenderExecutor:
                     self._watches.pop(job, None)
                     self._pending.discard(job)
 
-    def _render(self, run_id: str, number: int, watch: _Watch) -> None:
+    def _render(self, run_id: str, number: int, watch: Watch) -> None:
         try:
             run = self._change(run_id, number, _start)
         except (_Ended, StorageError):
@@ -230,7 +211,7 @@ class RenderExecutor:
                 run_id, number, RenderStatus.completed, None, glb=name, counts=counts, source=source
             )
 
-    def _build(self, run: VGGTRun, version: RunVersion, watch: _Watch) -> tuple[str, RenderSource]:
+    def _build(self, run: VGGTRun, version: RunVersion, watch: Watch) -> tuple[str, RenderSource]:
         """Render the version's GLB into the run folder; its name there and who built it."""
         predictions = self.store.version_file(run.run_id, run.artifacts.predictions)
         with self.store.staging(run.run_id) as work:
@@ -246,7 +227,7 @@ class RenderExecutor:
             return self.store.save_version(run.run_id, version.number, dest), source
 
     def _render_on_backend(
-        self, run: VGGTRun, version: RunVersion, dest: Path, watch: _Watch
+        self, run: VGGTRun, version: RunVersion, dest: Path, watch: Watch
     ) -> None:
         target_dir = run.remote.target_dir if run.remote is not None else None
         if not target_dir:
@@ -277,7 +258,7 @@ class RenderExecutor:
         version: RunVersion,
         frame_filter: str,
         dest: Path,
-        watch: _Watch,
+        watch: Watch,
     ) -> None:
         if not session.can_render:
             raise _Refused(UNSUPPORTED.format(label=session.space.label), "unsupported")

@@ -35,7 +35,7 @@ from .space import StatusReport, VGGTSpace, glb_size_cap, predictions_size_cap
 from .storage import ARTIFACT_FILES, RunStore
 from .upload_prep import originals_reason, prepare_upload
 
-__all__ = ["RunExecutor", "end_orphan", "interrupted_message"]
+__all__ = ["COMMAND_POLL_S", "RunExecutor", "Watch", "end_orphan", "interrupted_message"]
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,22 @@ class _Superseded(Exception):
     """The run moved on without this worker (a newer attempt, or finished by someone else)."""
 
 
-class _Watch:
-    """A worker's view of the commands for its run: cancel, a newer attempt, the app closing."""
+class Watch:
+    """A worker's view of the commands for its job: `stops(run)` read from disk at most every
+    COMMAND_POLL_S, a local event (a cancel pressed in this process), the app closing."""
 
     def __init__(
-        self, store: RunStore, run_id: str, attempt: int, closing: threading.Event
+        self,
+        store: RunStore,
+        run_id: str,
+        closing: threading.Event,
+        stops: Callable[[VGGTRun], bool],
     ) -> None:
         self.store = store
         self.run_id = run_id
-        self.attempt = attempt
         self.closing = closing
-        self.local = threading.Event()  # a cancel pressed in this process: no disk read needed
+        self.local = threading.Event()  # no disk read needed for a command of this process
+        self._stops = stops
         self._next_read = 0.0
         self._seen = False
 
@@ -111,12 +116,21 @@ class _Watch:
                 run = self.store.load(self.run_id)
             except StorageError:
                 return False  # a passing read problem; the next write will tell
-            self._seen = (
-                run.cancel_requested_at is not None
-                or run.attempt != self.attempt
-                or run.status in FINAL_STATUSES
-            )
+            self._seen = self._stops(run)
         return self._seen
+
+
+def _run_watch(store: RunStore, run_id: str, attempt: int, closing: threading.Event) -> Watch:
+    """Stop on a cancel, a newer attempt, or the run ended by someone else."""
+
+    def stops(run: VGGTRun) -> bool:
+        return (
+            run.cancel_requested_at is not None
+            or run.attempt != attempt
+            or run.status in FINAL_STATUSES
+        )
+
+    return Watch(store, run_id, closing, stops)
 
 
 class RunExecutor:
@@ -135,7 +149,7 @@ class RunExecutor:
         self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue()  # None: stop
         self._lock = threading.Lock()
         self._pending: set[tuple[str, int]] = set()
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, Watch] = {}
         self._closing = threading.Event()  # interrupt the running runs
         self._stopping = threading.Event()  # take no new job
         # Daemon threads: a stopping process never waits for a run; close() interrupts them.
@@ -257,7 +271,7 @@ class RunExecutor:
             return
         if claim is None:
             return  # another worker (here or in another process) has it and finishes it
-        watch = _Watch(self.store, run_id, attempt, self._closing)
+        watch = _run_watch(self.store, run_id, attempt, self._closing)
         try:
             run = self.store.load(run_id)
             if (
@@ -267,14 +281,14 @@ class RunExecutor:
             ):
                 return  # cancelled, retried or finished meanwhile: nothing to do for this job
             with self._watching(run_id, watch):
-                self._attempt(run, watch)
+                self._attempt(run, attempt, watch)
         except RunNotFound:
             pass  # deleted under us (a forced delete)
         finally:
             claim.release()
 
     @contextlib.contextmanager
-    def _watching(self, run_id: str, watch: _Watch) -> Iterator[None]:
+    def _watching(self, run_id: str, watch: Watch) -> Iterator[None]:
         with self._lock:
             self._watches[run_id] = watch
         try:
@@ -283,10 +297,10 @@ class RunExecutor:
             with self._lock:
                 self._watches.pop(run_id, None)
 
-    def _attempt(self, run: VGGTRun, watch: _Watch) -> None:
-        run_id, attempt = run.run_id, watch.attempt
+    def _attempt(self, run: VGGTRun, attempt: int, watch: Watch) -> None:
+        run_id = run.run_id
         try:
-            self._process(run, watch)
+            self._process(run, attempt, watch)
         except _Superseded:
             return
         except SpaceCancelled:
@@ -305,8 +319,8 @@ class RunExecutor:
             text = bounded_text(f"Unexpected error: {type(exc).__name__}: {exc}")
             self._finish(run_id, attempt, RunStatus.failed, text, kind="unexpected")
 
-    def _process(self, run: VGGTRun, watch: _Watch) -> None:
-        run_id, attempt = run.run_id, watch.attempt
+    def _process(self, run: VGGTRun, attempt: int, watch: Watch) -> None:
+        run_id = run.run_id
         space = self._space_factory()
         self._step(run_id, attempt, RunStatus.uploading, started_at=utc_now(), backend=space.label)
         # Connect first: an unreachable backend fails the run before any image is prepared.

@@ -133,12 +133,7 @@ class StudioService:
         run = self.store.create_run(
             settings, backend=self.space.label, presize=presize, images=files
         )
-        try:
-            return self.start(run.run_id)
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                self.store.delete_run(run.run_id, force=True)  # an empty run is no use to anyone
-            raise
+        return self._start_or_discard(run)
 
     def submit_video(
         self,
@@ -173,12 +168,7 @@ class StudioService:
             video_file=(stored, data_or_path),
             video=source,
         )
-        try:
-            return self.start(run.run_id)
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                self.store.delete_run(run.run_id, force=True)
-            raise
+        return self._start_or_discard(run)
 
     def start(self, run_id: str) -> VGGTRun:
         """Request processing: the run waits in `queued` (submittedAt set) for a free worker."""
@@ -324,12 +314,7 @@ class StudioService:
             images=files,
             parent_run_id=run_id,
         )
-        try:
-            return self.start(run.run_id)
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                self.store.delete_run(run.run_id, force=True)
-            raise
+        return self._start_or_discard(run)
 
     def take(self, run_id: str) -> VGGTRun:
         """Have this process's workers run a waiting run now (the command line's `wait` when
@@ -553,6 +538,15 @@ class StudioService:
                 version.finished_at = utc_now()
 
         return self.store.update(run_id, end)
+
+    def _start_or_discard(self, run: VGGTRun) -> VGGTRun:
+        """Start a run made for starting at once; when that is refused, nothing is left."""
+        try:
+            return self.start(run.run_id)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.store.delete_run(run.run_id, force=True)  # an unstarted copy is no use
+            raise
 
     def _enqueue(self, run: VGGTRun) -> VGGTRun:
         if self._executor is not None:

@@ -5,7 +5,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import gradio as gr
 import httpx
 from starlette.middleware import Middleware
 
+from .._children import stop_group
 from ._app import build_demo
 from ._download_faults import DownloadFaults
 from ._handlers import StandIn
@@ -161,19 +161,7 @@ class LocalSpaceProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the child (continuing it if stopped), kill it if it lingers, and reap it."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-                os.killpg(self.process.pid, signal.SIGCONT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            # Anything the child left in its group goes too.
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_group(self.process, timeout, resume=True)
         for directory in self._owned_dirs:
             shutil.rmtree(directory, ignore_errors=True)
         self._owned_dirs.clear()
