@@ -13,7 +13,16 @@ from collections.abc import Sequence
 # Set before anything imports gradio: the stand-in and the clients must never phone home.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-MODULES = ("overhead", "concurrency", "history", "memory", "preview", "upload_prep", "api")
+MODULES = (
+    "overhead",
+    "concurrency",
+    "history",
+    "history_scale",
+    "memory",
+    "preview",
+    "upload_prep",
+    "api",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
