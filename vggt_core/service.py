@@ -233,7 +233,7 @@ class StudioService:
 
     def run_count(self) -> int:
         """How many runs are stored."""
-        return len(self.store.run_ids())
+        return self.store.run_count()
 
     def disk_usage(self) -> int:
         """Bytes the runs use on disk."""
