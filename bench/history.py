@@ -140,7 +140,7 @@ def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
     """(cold, warm median) ms of the first page, a status-filtered page, a text search and the
     status counts.
 
-    Cold: the first call on a fresh `StudioService(config, workers=False)` with no `.index.json`;
+    Cold: the first call on a fresh `StudioService(config, workers=False)` with no index file;
     warm: later calls on it.
     """
     queries: dict[str, Callable[[StudioService], object]] = {
@@ -151,7 +151,8 @@ def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
     }
     result = {}
     for name, query in queries.items():
-        (root / ".index.json").unlink(missing_ok=True)
+        for name in (".index.json", ".index.sqlite", ".index.sqlite-wal", ".index.sqlite-shm"):
+            (root / name).unlink(missing_ok=True)
         service = listing_service(root)
         try:
             cold = _ms(lambda q=query, s=service: q(s))
@@ -288,7 +289,7 @@ def run(quick: bool) -> list[Figure]:
             figures.append(
                 Figure(
                     f"history_{name}_ms (warm; {labels[name]}, {count:,} runs)",
-                    f"{_shown_ms(warm)} (cold: {_shown_ms(cold)}, fresh service, no .index.json)",
+                    f"{_shown_ms(warm)} (cold: {_shown_ms(cold)}, fresh service, no index file)",
                     f"< {target:g}, warm" if target is not None else "",
                     warm < target if target is not None else None,
                 )

@@ -174,3 +174,17 @@ def test_a_writer_killed_mid_updates_leaves_an_index_that_matches_the_files(tmp_
     assert store.counts() == truth(store)
     assert fresh.run_count() == len(list(store.runs_dir.glob("run_*")))
     assert fresh.disk_usage() == walked_bytes(store.runs_dir)
+
+
+def test_a_storage_of_the_earlier_version_is_indexed_and_its_old_cache_removed(tmp_path):
+    store = RunStore(tmp_path / "storage")
+    run = store.create_run()
+    store.update(run.run_id, lambda r: setattr(r, "status", RunStatus.completed))
+    for name in (".index.sqlite", ".index.sqlite-wal", ".index.sqlite-shm"):
+        (store.root / name).unlink(missing_ok=True)
+    (store.root / ".index.json").write_text('{"' + run.run_id + '": [1, 2, "queued", []]}')
+    (store.root / ".changes").write_bytes(b"x")
+    upgraded = RunStore(store.root)
+    assert upgraded.counts()["completed"] == 1
+    assert not (store.root / ".index.json").exists()
+    assert not (store.root / ".changes").exists()

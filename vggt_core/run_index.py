@@ -24,6 +24,7 @@ __all__ = ["BROKEN", "INDEX_NAME", "RECHECK_BATCH", "RunIndex", "RunSummary"]
 
 BROKEN = "broken"
 INDEX_NAME = ".index.sqlite"
+LEGACY_FILES = (".index.json", ".changes")
 SCHEMA_VERSION = 1
 # Runs whose files are re-checked (two stats each) per listing call: a store this size sees a
 # hand edit at once, a bigger one within size / RECHECK_BATCH calls. Writes through any RunStore
@@ -255,6 +256,9 @@ class RunIndex:
             )
             conn.execute("INSERT OR REPLACE INTO state VALUES ('dir_mtime', ?)", (dir_mtime,))
             conn.execute("INSERT OR REPLACE INTO state VALUES ('built', 1)")
+        for legacy in LEGACY_FILES:  # the JSON cache and change marker of earlier versions
+            with contextlib.suppress(OSError):
+                os.unlink(self.path.with_name(legacy))
 
     def _reconcile(self, conn: sqlite3.Connection, dir_mtime: int) -> None:
         """Runs added or removed by hand (or by a writer whose record raced another)."""
