@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def walked_bytes(runs_dir: Path) -> int:
-    """What the old disk usage reported: every file under the runs folder, walked."""
+    """Every file of every run folder, walked (an interrupted create's `.tmp-` folder is no run)."""
     return sum(
-        os.lstat(os.path.join(d, f)).st_size for d, _dirs, files in os.walk(runs_dir) for f in files
+        os.lstat(os.path.join(d, f)).st_size
+        for run in runs_dir.glob("run_*")
+        for d, _dirs, files in os.walk(run)
+        for f in files
     )
 
 
@@ -127,8 +130,9 @@ def test_runs_copied_in_or_removed_by_hand_are_seen(tmp_path):
 
 
 def test_a_hand_edit_in_a_big_store_shows_within_the_recheck_rounds(tmp_path, monkeypatch):
-    """Past RECHECK_BATCH runs each call re-checks a slice; files_changed shows an edit at once."""
+    """Past RECHECK_BATCH runs each round re-checks a slice; files_changed shows an edit at once."""
     monkeypatch.setattr(run_index, "RECHECK_BATCH", 3)
+    monkeypatch.setattr(run_index, "RECHECK_S", 0.0)
     store = RunStore(tmp_path / "storage")
     ids = [store.create_run().run_id for _ in range(10)]
     assert store.counts()["queued"] == 10

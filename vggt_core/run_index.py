@@ -25,11 +25,13 @@ __all__ = ["BROKEN", "INDEX_NAME", "RECHECK_BATCH", "RunIndex", "RunSummary"]
 BROKEN = "broken"
 INDEX_NAME = ".index.sqlite"
 LEGACY_FILES = (".index.json", ".changes")
-SCHEMA_VERSION = 1
-# Runs whose files are re-checked (two stats each) per listing call: a store this size sees a
-# hand edit at once, a bigger one within size / RECHECK_BATCH calls. Writes through any RunStore
-# show at once.
+SCHEMA_VERSION = 2
+# Writes through any RunStore show at once. Hand edits: a listing call re-checks (two stats a
+# run) the runs a writer left dirty, and a slice of RECHECK_BATCH others at most once per
+# RECHECK_S, so a store this size sees a hand edit within RECHECK_S, a bigger one within
+# size / RECHECK_BATCH rounds. Runs added or removed by hand show at once (the folder's mtime).
 RECHECK_BATCH = 1000
+RECHECK_S = 1.0
 # A file rewritten within the file system's timestamp granularity (up to 2 s on some) can keep
 # its mtime and size: a reader that read it this soon after its mtime reads it again next time.
 _RACY_NS = 2_000_000_000
@@ -56,6 +58,16 @@ _SCHEMA = (
     "CREATE INDEX runs_status ON runs (status, run_id)",
     "CREATE INDEX runs_dirty ON runs (dirty) WHERE dirty = 1",
     "CREATE TABLE state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    # Runs per status, kept by triggers: counts and unfiltered totals without a scan.
+    "CREATE TABLE tally (status TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    "CREATE TRIGGER runs_in AFTER INSERT ON runs BEGIN "
+    "INSERT INTO tally VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1; END",
+    "CREATE TRIGGER runs_out AFTER DELETE ON runs BEGIN "
+    "UPDATE tally SET n = n - 1 WHERE status = OLD.status; END",
+    "CREATE TRIGGER runs_moved AFTER UPDATE OF status ON runs "
+    "WHEN OLD.status IS NOT NEW.status BEGIN "
+    "UPDATE tally SET n = n - 1 WHERE status = OLD.status; "
+    "INSERT INTO tally VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1; END",
 )
 
 
@@ -77,6 +89,7 @@ class RunIndex:
         self._conn: sqlite3.Connection | None = None
         self._opened: tuple[int, int] | None = None  # (pid, inode) of the open database
         self._cursor: str | None = None  # where the next re-check slice starts
+        self._rechecked = -RECHECK_S  # monotonic time of the last slice
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -124,6 +137,7 @@ class RunIndex:
                     if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                         conn.execute("DROP TABLE IF EXISTS runs")
                         conn.execute("DROP TABLE IF EXISTS state")
+                        conn.execute("DROP TABLE IF EXISTS tally")
                         for statement in _SCHEMA:
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -249,6 +263,7 @@ class RunIndex:
                 return  # another process built it while this one waited
             dir_mtime = self.runs_dir_mtime()
             conn.execute("DELETE FROM runs")
+            conn.execute("DELETE FROM tally")
             conn.executemany(
                 "INSERT INTO runs (run_id, status, images, meta_mtime, meta_size, dirty) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -267,7 +282,7 @@ class RunIndex:
             known = {r for (r,) in conn.execute("SELECT run_id FROM runs")}
             conn.executemany("DELETE FROM runs WHERE run_id = ?", ((r,) for r in known - on_disk))
             conn.executemany(
-                "INSERT OR REPLACE INTO runs (run_id, status, images, meta_mtime, meta_size, "
+                "INSERT INTO runs (run_id, status, images, meta_mtime, meta_size, "
                 "dirty) VALUES (?, ?, ?, ?, ?, ?)",
                 (self._read_row(run_id) for run_id in on_disk - known),
             )
@@ -277,18 +292,15 @@ class RunIndex:
         """Re-stat the dirty runs and a rolling slice of the others; re-read what changed."""
         rows = conn.execute(_CHECK_DIRTY).fetchall()
         dirty = {r[0] for r in rows}
-        start = self._cursor
-        if start is None:
-            window = conn.execute(
-                _CHECK_FIRST,
-                (RECHECK_BATCH,),
-            ).fetchall()
-        else:
-            window = conn.execute(
-                _CHECK_NEXT,
-                (start, RECHECK_BATCH),
-            ).fetchall()
-        self._cursor = window[-1][0] if len(window) == RECHECK_BATCH else None
+        window = []
+        if time.monotonic() - self._rechecked >= RECHECK_S:
+            self._rechecked = time.monotonic()
+            start = self._cursor
+            if start is None:
+                window = conn.execute(_CHECK_FIRST, (RECHECK_BATCH,)).fetchall()
+            else:
+                window = conn.execute(_CHECK_NEXT, (start, RECHECK_BATCH)).fetchall()
+            self._cursor = window[-1][0] if len(window) == RECHECK_BATCH else None
         changed: list[tuple[object, ...]] = []
         recount: list[tuple[str, int]] = []
         gone: list[tuple[str]] = []
@@ -366,7 +378,11 @@ class RunIndex:
     def count(self) -> int:
         """How many runs there are."""
         self.refresh()
-        return int(self._run(lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone()[0]))
+        return sum(self._tally().values())
+
+    def _tally(self) -> dict[str, int]:
+        rows = self._run(lambda c: c.execute("SELECT status, n FROM tally WHERE n > 0").fetchall())
+        return {str(status): int(n) for status, n in rows}
 
     def page(
         self, statuses: Iterable[str], needle: str, limit: int, offset: int
@@ -388,7 +404,11 @@ class RunIndex:
 
         def query(conn: sqlite3.Connection) -> tuple[list[str], int]:
             with _transaction(conn, "DEFERRED"):  # one snapshot for the page and the total
-                total = conn.execute(count_sql, args).fetchone()[0]
+                if needle:
+                    total = conn.execute(count_sql, args).fetchone()[0]
+                else:  # the tally holds it: no scan
+                    tally = dict(conn.execute("SELECT status, n FROM tally").fetchall())
+                    total = sum(n for s, n in tally.items() if not wanted or s in wanted)
                 ids = [
                     r
                     for (r,) in conn.execute(
@@ -403,10 +423,7 @@ class RunIndex:
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` among them)."""
         self.refresh()
-        rows = self._run(
-            lambda c: c.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
-        )
-        return {str(s): int(n) for s, n in rows}
+        return self._tally()
 
     def disk_usage(self) -> int:
         """Bytes of all run folders: the stored counts, recounting only runs that changed."""
