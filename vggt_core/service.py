@@ -24,6 +24,7 @@ from .models import (
 from .runner import RunExecutor, end_orphan
 from .space import CheckReport, VGGTSpace
 from .storage import ARTIFACT_FILES, ArtifactKind, RunPage, RunStore
+from .upload_prep import set_parallel_images
 
 __all__ = ["StudioService", "space_for"]
 
@@ -69,6 +70,7 @@ class StudioService:
         self._executor: RunExecutor | None = None
         self._heartbeat: Heartbeat | None = None
         if workers:
+            set_parallel_images(config.prep_workers)
             self._executor = RunExecutor(
                 self.store,
                 lambda: self.space,
