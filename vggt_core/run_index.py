@@ -25,7 +25,7 @@ __all__ = ["BROKEN", "INDEX_NAME", "RECHECK_BATCH", "RunIndex", "RunSummary"]
 BROKEN = "broken"
 INDEX_NAME = ".index.sqlite"
 LEGACY_FILES = (".index.json", ".changes")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Writes through any RunStore show at once. Hand edits: a listing call re-checks (two stats a
 # run) the runs a writer left dirty, and a slice of RECHECK_BATCH others at most once per
 # RECHECK_S, so a store this size sees a hand edit within RECHECK_S, a bigger one within
@@ -68,6 +68,17 @@ _SCHEMA = (
     "WHEN OLD.status IS NOT NEW.status BEGIN "
     "UPDATE tally SET n = n - 1 WHERE status = OLD.status; "
     "INSERT INTO tally VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1; END",
+    # The bytes of all counted runs, kept by triggers too; the runs to count found by an index.
+    "CREATE INDEX runs_uncounted ON runs (run_id) WHERE files_bytes IS NULL",
+    "CREATE TABLE usage (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL)",
+    "INSERT INTO usage VALUES (0, 0)",
+    "CREATE TRIGGER bytes_in AFTER INSERT ON runs WHEN NEW.files_bytes IS NOT NULL BEGIN "
+    "UPDATE usage SET bytes = bytes + NEW.files_bytes; END",
+    "CREATE TRIGGER bytes_out AFTER DELETE ON runs WHEN OLD.files_bytes IS NOT NULL BEGIN "
+    "UPDATE usage SET bytes = bytes - OLD.files_bytes; END",
+    "CREATE TRIGGER bytes_moved AFTER UPDATE OF files_bytes ON runs BEGIN "
+    "UPDATE usage SET bytes = bytes + coalesce(NEW.files_bytes, 0) "
+    "- coalesce(OLD.files_bytes, 0); END",
 )
 
 
@@ -138,6 +149,7 @@ class RunIndex:
                         conn.execute("DROP TABLE IF EXISTS runs")
                         conn.execute("DROP TABLE IF EXISTS state")
                         conn.execute("DROP TABLE IF EXISTS tally")
+                        conn.execute("DROP TABLE IF EXISTS usage")
                         for statement in _SCHEMA:
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -264,6 +276,7 @@ class RunIndex:
             dir_mtime = self.runs_dir_mtime()
             conn.execute("DELETE FROM runs")
             conn.execute("DELETE FROM tally")
+            conn.execute("UPDATE usage SET bytes = 0")
             conn.executemany(
                 "INSERT INTO runs (run_id, status, images, meta_mtime, meta_size, dirty) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -438,22 +451,19 @@ class RunIndex:
                 mtime = os.lstat(folder).st_mtime_ns
                 counted.append((_folder_bytes(folder), mtime, run_id, gen))
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection) -> tuple[int, list[str]]:
             with _transaction(conn):
                 conn.executemany(
                     "UPDATE runs SET files_bytes = ?, dir_mtime = ? WHERE run_id = ? AND gen = ?",
                     counted,
                 )
-                total = conn.execute("SELECT SUM(files_bytes) FROM runs").fetchone()[0] or 0
-                missing = conn.execute(
-                    "SELECT run_id FROM runs WHERE files_bytes IS NULL"
-                ).fetchall()
-            # A run changed while it was counted: counted now without storing the figure.
-            return int(total) + sum(
-                _folder_bytes(os.path.join(self._runs_dir, r)) for (r,) in missing
-            )
+                total = conn.execute("SELECT bytes FROM usage").fetchone()[0]
+                missing = conn.execute("SELECT run_id FROM runs WHERE files_bytes IS NULL")
+                return int(total), [r for (r,) in missing]
 
-        return self._run(write)
+        total, missing = self._run(write)
+        # A run changed while it was counted: counted now without storing the figure.
+        return total + sum(_folder_bytes(os.path.join(self._runs_dir, r)) for r in missing)
 
 
 def _folder_bytes(folder: str) -> int:
