@@ -20,7 +20,7 @@ QUICK_SIZES = (1_000, 10_000)
 PAGE_MS = 100.0  # warm, in flight, after a status change
 RESTART_MS = 1000.0
 GROWTH_RATIO = 2.0  # the figure at the largest size over the one at 1k
-REPEATS = 5
+REPEATS = 9
 CASES = ("warm", "in_flight", "status_change", "restart")
 
 

@@ -1,9 +1,5 @@
-"""RunIndex: a derived SQLite index of the runs (status, image names, bytes) for listing at scale.
-
-`metadata.json` stays the source of truth. The index (`.index.sqlite`, WAL) is shared by every
-process on the storage folder: writers record the run they changed, readers re-check a bounded
-slice of runs per call (hand edits), and a missing or damaged index is rebuilt from the files.
-"""
+"""RunIndex: a derived SQLite index of the runs (status, image names, bytes), shared by processes;
+metadata.json stays the truth, and a missing or damaged index is rebuilt from it."""
 
 from __future__ import annotations
 
