@@ -22,6 +22,8 @@ MODULES = (
     "preview",
     "upload_prep",
     "api",
+    "rerender",
+    "video",
 )
 
 

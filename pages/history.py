@@ -158,6 +158,8 @@ else:
             "history_table", _runs_table, _active_ids(first), statuses, query, page, pages, total
         )
 
+ui.comparison(ctx)
+
 shown = st.query_params.get("run")
 if shown is not None:
     st.divider()

@@ -1,16 +1,33 @@
-"""New run: upload photos, pick the VGGT settings, reconstruct, follow this session's runs."""
+"""New run: upload photos or a video, pick the VGGT settings, reconstruct, follow the runs."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 import ui
-from vggt_core import ImagesRejected, RunStatus, VGGTError, VGGTSettings, upload_limit_mb
+from vggt_core import (
+    ImagesRejected,
+    RunStatus,
+    VGGTError,
+    VGGTSettings,
+    VideoRejected,
+    upload_limit_mb,
+)
+
+if TYPE_CHECKING:
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 HELP_PHOTOS = (
     "Photos of one scene from different viewpoints (2–50 work well; one also works). "
     "JPEG, PNG, WebP, BMP or TIFF. Frames are used in the order of their file names."
 )
+HELP_VIDEO = (
+    "One clip of the scene (MP4, MOV, WebM or MKV). Frames are taken here, the first one and "
+    "then one at each interval, and sent as photos; the clip is kept with the run."
+)
+HELP_FPS = "How many frames to keep per second of the clip: 1 keeps one a second."
 HELP_CONF = (
     "A percentile of the model's own confidence in each point, not a score: 50 drops the least "
     "confident half of the points, 0 keeps them all, 90 keeps only the most confident tenth. "
@@ -48,23 +65,92 @@ if active or finished:
         ui.finished_card(ctx, run, show_preview=run.run_id == newest_completed)
     st.divider()
 
+notice = ui.quota_notice(ctx.settings)
+if notice is not None:
+    if ctx.service.run_count() == 0:
+        st.info(notice, icon=":material/info:")
+    else:
+        with st.expander("What a run costs on the public Space"):
+            st.markdown(notice)
+
+notice = ui.quota_notice(ctx.settings)
+if notice is not None:
+    if ctx.service.run_count() == 0:
+        st.info(notice, icon=":material/info:")
+    else:
+        with st.expander("What a run costs on the public Space"):
+            st.markdown(notice)
+
 generation = st.session_state.setdefault("vs_uploader_gen", 0)
 left, right = st.columns([3, 2], gap="large")
+video: UploadedFile | None = None
+video_ok = False
+fps = 1.0
 
 with left:
-    st.subheader("1 · Photos", anchor=False)
-    files = (
-        st.file_uploader(
-            "Photos of the scene",
-            type=ui.IMAGE_TYPES,
-            accept_multiple_files=True,
-            key=f"vs_photos_{generation}",
-            help=HELP_PHOTOS,
-            # The widget's limit is ours, in its own unit: both say the same number of MB.
-            max_upload_size=upload_limit_mb(ctx.settings.max_image_bytes),
-        )
-        or []
+    st.subheader("1 · Photos or a video", anchor=False)
+    source = st.segmented_control(
+        "Source", ["Photos", "Video"], default="Photos", key="vs_source", label_visibility="hidden"
     )
+    files: list[UploadedFile] = []
+    if source == "Video":
+        video = st.file_uploader(
+            "A video of the scene",
+            type=ui.VIDEO_TYPES,
+            key=f"vs_video_{generation}",
+            help=HELP_VIDEO,
+            max_upload_size=upload_limit_mb(ctx.settings.max_video_bytes),
+        )
+        fps = float(
+            st.number_input(
+                "Frames per second to keep",
+                min_value=0.01,
+                max_value=60.0,
+                value=1.0,
+                step=0.5,
+                key="vs_fps",
+                help=HELP_FPS,
+            )
+        )
+        if video is not None:
+            found = ui.review_video(video, fps, ctx.service)
+            if found.refused is not None:
+                st.error(
+                    f"**{ui.md_escape(video.name)}** is refused: {ui.md_escape(found.refused)}.",
+                    icon=":material/block:",
+                )
+            else:
+                video_ok = True
+                facts = [ui.md_escape(video.name), ui.fmt_bytes(video.size)]
+                if found.duration_s is not None:
+                    facts.append(f"{found.duration_s:.1f} s at {found.clip_fps or 0:g} fps")
+                count = found.frames
+                sampled = (
+                    f"**{count} frame{'s' if count != 1 else ''}** will be sampled "
+                    f"({fps:g} a second, the first frame kept)."
+                    if count is not None
+                    else "Its length is not recorded: frames are counted while sampling."
+                )
+                st.caption(" · ".join(facts) + ". " + sampled)
+        else:
+            st.caption(
+                f"One clip, up to {ctx.settings.max_video_seconds:g} s and "
+                f"{upload_limit_mb(ctx.settings.max_video_bytes)} MB; at most "
+                f"{ctx.service.video_limits.max_frames} frames are kept."
+            )
+    else:
+        files = (
+            st.file_uploader(
+                "Photos of the scene",
+                type=ui.IMAGE_TYPES,
+                accept_multiple_files=True,
+                key=f"vs_photos_{generation}",
+                help=HELP_PHOTOS,
+                # The widget's limit is ours, in its own unit: both say the same number of MB.
+                max_upload_size=upload_limit_mb(ctx.settings.max_image_bytes),
+            )
+            or []
+        )
     review = ui.review_uploads(files, ctx.service)
     for name, reason in review.rejected:
         st.error(
@@ -78,7 +164,7 @@ with left:
             + (f"; {len(review.rejected)} refused file(s) left out." if review.rejected else ".")
         )
         ui.upload_thumbnails(review.accepted)
-    elif not files:
+    elif not files and source != "Video":
         st.caption(
             f"Up to {ctx.settings.max_images_per_run} images a run, "
             f"{upload_limit_mb(ctx.settings.max_image_bytes)} MB each."
@@ -105,14 +191,15 @@ with right:
         "Send model-sized images", value=ctx.settings.presize, key="vs_presize", help=HELP_PRESIZE
     )
 
+ready = video_ok if source == "Video" else bool(review.accepted)
 clicked = st.button(
     "Reconstruct",
     type="primary",
     icon=":material/view_in_ar:",
-    disabled=not review.accepted,
-    help=None if review.accepted else "Add at least one image first.",
+    disabled=not ready,
+    help=None if ready else "Add at least one image, or a video, first.",
 )
-if clicked and review.accepted:
+if clicked and ready:
     settings = VGGTSettings(
         conf_threshold=float(conf),
         prediction_mode=mode or "depth",
@@ -122,10 +209,18 @@ if clicked and review.accepted:
         show_cameras=show_cams,
     )
     try:
-        with st.spinner("Storing the images…"):
-            run = ctx.service.submit(
-                settings, [(f.name, f.getvalue()) for f in review.accepted], presize=presize
-            )
+        if video is not None:
+            with st.spinner("Sampling the video's frames…"):
+                run = ctx.service.submit_video(
+                    settings, video.name, video.getvalue(), fps=fps, presize=presize
+                )
+        else:
+            with st.spinner("Storing the images…"):
+                run = ctx.service.submit(
+                    settings, [(f.name, f.getvalue()) for f in review.accepted], presize=presize
+                )
+    except VideoRejected as exc:
+        st.error(ui.md_escape(str(exc)), icon=":material/block:")
     except ImagesRejected as exc:
         st.error("No run was created: the images were refused.")
         for problem in exc.problems:
@@ -135,5 +230,6 @@ if clicked and review.accepted:
     else:
         ui.remember_run(run.run_id)
         st.session_state["vs_uploader_gen"] = generation + 1  # a fresh, empty uploader
-        ui.flash(f"Started run {run.run_id} with {len(run.images)} images.", "success")
+        origin = f" sampled from {run.video.file_name}" if run.video is not None else ""
+        ui.flash(f"Started run {run.run_id} with {len(run.images)} images{origin}.", "success")
         st.rerun()

@@ -72,3 +72,12 @@ def sample_image_paths(tmp_path: Path) -> list[Path]:
     from vggt_core.local_space import write_sample_images
 
     return write_sample_images(tmp_path / "upload", count=3, size=(160, 120))
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
+    """Three small textured photos of one scene as (name, bytes), the way the app receives them."""
+    from vggt_core.local_space import write_sample_images
+
+    folder = tmp_path_factory.mktemp("images")
+    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]

@@ -7,27 +7,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.helpers_service import wait_for
 from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
 from vggt_core.api import create_api_app, openapi_document
-from vggt_core.local_space import LocalSpace, StandInOptions, write_sample_images
+from vggt_core.local_space import LocalSpace, StandInOptions
 
 LOCAL = "http://127.0.0.1:8600"
 TOKEN = "a-test-token-of-some-length"
 MAX_IMAGE_BYTES = 200_000
 MAX_IMAGES = 4
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> list[tuple[str, bytes]]:
-    folder = tmp_path_factory.mktemp("api_images")
-    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +64,6 @@ def api(service) -> Iterator[TestClient]:
 
 def upload(files: list[tuple[str, bytes]], field: str = "images") -> list:
     return [(field, (name, data, "application/octet-stream")) for name, data in files]
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def poll_final(api: TestClient, run_id: str, timeout: float = 90.0) -> dict:

@@ -5,118 +5,27 @@ interrupted at once, keeps the waiting one queued, and the restarted app runs it
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.helpers_server import Server, env_for, streamlit_run, vggt_serve
 from vggt_core.heartbeat import live_workers
 from vggt_core.local_space import (
     LocalSpaceProcess,
     StandInOptions,
-    free_port,
     spawn_local_space,
     write_sample_images,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 90
 MODEL_DELAY_S = 0.3
-
-
-@dataclass
-class Server:
-    """A server process, its URL and the storage it writes."""
-
-    url: str
-    storage: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        return self.process.returncode
-
-
-def env_for(storage: Path, backend: str, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGGT_") and k != "HF_TOKEN"}
-    return env | {
-        "VGGT_BACKEND": backend,
-        "VGGT_STORAGE_DIR": str(storage),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        **more,
-    }
-
-
-def start(argv: list[str], env: dict[str, str], work: Path, url: str, storage: Path) -> Server:
-    log = work / f"server-{len(list(work.glob('server-*.log')))}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(url, storage, process, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(timeout=5) as client:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {process.returncode}:\n{server.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url}/api/health").status_code == 200:
-                    return server
-            if time.monotonic() > deadline:
-                server.stop()
-                raise TimeoutError(f"the server did not answer in time:\n{server.log_tail()}")
-            time.sleep(0.2)
-
-
-def streamlit_run(work: Path, storage: Path, backend: str, **env: str) -> Server:
-    port = free_port()
-    secrets = work / "secrets.toml"  # keeps a developer's .streamlit/secrets.toml out
-    secrets.write_text("# configured through the environment only\n")
-    argv = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
-    argv += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    argv += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    argv += ["--secrets.files", str(secrets)]
-    url = f"http://127.0.0.1:{port}"
-    return start(argv, env_for(storage, backend, **env), work, url, storage)
-
-
-def vggt_serve(work: Path, storage: Path, backend: str) -> Server:
-    port = free_port()
-    argv = [sys.executable, "-m", "vggt_core", "serve", "--port", str(port), "--quiet"]
-    return start(argv, env_for(storage, backend), work, f"http://127.0.0.1:{port}", storage)
 
 
 @pytest.fixture(scope="module")

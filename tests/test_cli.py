@@ -10,12 +10,12 @@ import pty
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.helpers_service import wait_for
 from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
 from vggt_core.cli import main
 from vggt_core.errors import SpaceError, explain_error, reads_unreachable
@@ -27,7 +27,7 @@ CLOSED = "http://127.0.0.1:9"
 
 
 @pytest.fixture
-def images(tmp_path) -> Path:
+def photo_dir(tmp_path) -> Path:
     folder = tmp_path / "photos"
     write_sample_images(folder, count=3)
     (folder / "README.txt").write_text("not an image: a folder's other files are left out")
@@ -75,25 +75,17 @@ def run_json(capsys, *argv: str) -> tuple[int, dict]:
     return code, json.loads(out) if out.strip() else {}
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 # --- the journey ---------------------------------------------------------------------------
 
 
-def test_submit_wait_json_runs_it_here_when_nobody_runs_the_storage(tmp_path, local_space, images):
+def test_submit_wait_json_runs_it_here_when_nobody_runs_the_storage(
+    tmp_path, local_space, photo_dir
+):
     storage = tmp_path / "storage"
     env = env_for(storage, local_space.url)
     done = cli(
         "submit",
-        str(images),
+        str(photo_dir),
         "--conf",
         "45",
         "--mask-sky",
@@ -118,7 +110,7 @@ def test_submit_wait_json_runs_it_here_when_nobody_runs_the_storage(tmp_path, lo
     assert live_workers(storage) == []  # a command's own run does not make it a worker
 
 
-def test_submit_without_wait_is_picked_up_by_a_live_worker(tmp_path, local_space, images):
+def test_submit_without_wait_is_picked_up_by_a_live_worker(tmp_path, local_space, photo_dir):
     storage = tmp_path / "storage"
     env = env_for(storage, local_space.url)
     worker = subprocess.Popen(
@@ -131,7 +123,7 @@ def test_submit_without_wait_is_picked_up_by_a_live_worker(tmp_path, local_space
     )
     try:
         wait_for(lambda: live_workers(storage), what="the worker's heartbeat")
-        done = cli("submit", str(images), "--json", env=env, cwd=tmp_path)
+        done = cli("submit", str(photo_dir), "--json", env=env, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         run = json.loads(done.stdout)
         assert run["status"] == "queued" and run["submittedAt"]
@@ -149,9 +141,9 @@ def test_submit_without_wait_is_picked_up_by_a_live_worker(tmp_path, local_space
 # --- the verbs in-process ------------------------------------------------------------------
 
 
-def test_list_show_cancel_retry_delete(storage, images, capsys):
+def test_list_show_cancel_retry_delete(storage, photo_dir, capsys):
     service = StudioService(load_config(), workers=False)
-    files = [(p.name, p.read_bytes()) for p in sorted(images.glob("*.png"))]
+    files = [(p.name, p.read_bytes()) for p in sorted(photo_dir.glob("*.png"))]
     waiting = service.submit(VGGTSettings(), [(f"kitchen_{n}", d) for n, d in files])
     other = service.create_run()
 
@@ -184,10 +176,10 @@ def test_list_show_cancel_retry_delete(storage, images, capsys):
 
 
 def test_a_failed_run_is_exit_1_and_an_unreachable_backend_exit_3(
-    storage, images, capsys, local_space, monkeypatch
+    storage, photo_dir, capsys, local_space, monkeypatch
 ):
     with local_space.override(error="the model ran out of memory"):
-        code = main(["submit", str(images), "--wait", "--json"])
+        code = main(["submit", str(photo_dir), "--wait", "--json"])
     run = json.loads(capsys.readouterr().out)
     assert code == 1 and run["status"] == "failed"
     assert "ran out of memory" in run["error"]
@@ -195,7 +187,7 @@ def test_a_failed_run_is_exit_1_and_an_unreachable_backend_exit_3(
     monkeypatch.setenv("VGGT_BACKEND", CLOSED)
     assert main(["check"]) == 3
     assert "Cannot reach the backend" in capsys.readouterr().out
-    code = main(["submit", str(images), "--wait", "--json"])
+    code = main(["submit", str(photo_dir), "--wait", "--json"])
     run = json.loads(capsys.readouterr().out)
     assert code == 3 and run["status"] == "failed", run
     monkeypatch.setenv("VGGT_BACKEND", local_space.url)
@@ -223,12 +215,12 @@ def test_bad_usage_is_exit_2(storage, argv, capsys):
     assert not storage.exists() or not any((storage / "runs").iterdir())
 
 
-def test_bad_files_and_settings_are_exit_2_or_refused_whole(storage, images, tmp_path, capsys):
+def test_bad_files_and_settings_are_exit_2_or_refused_whole(storage, photo_dir, tmp_path, capsys):
     assert main(["submit", str(tmp_path / "missing.png")]) == 2
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["submit", str(empty)]) == 2
-    assert main(["submit", str(images / "README.txt"), str(images / "img_000.png")]) == 1
+    assert main(["submit", str(photo_dir / "README.txt"), str(photo_dir / "img_000.png")]) == 1
     assert "README.txt" in capsys.readouterr().err
     assert main(["worker", "--server", "http://127.0.0.1:1"]) == 2
     assert not (storage / "runs").exists() or not any((storage / "runs").iterdir())
@@ -297,9 +289,9 @@ def test_every_unreachable_error_reads_unreachable_and_no_other_does():
     assert RunStatus.failed  # the statuses the exit code reads are the core's
 
 
-def test_wait_runs_a_waiting_run_itself_when_nobody_runs_the_storage(storage, images, capsys):
+def test_wait_runs_a_waiting_run_itself_when_nobody_runs_the_storage(storage, photo_dir, capsys):
     service = StudioService(load_config(), workers=False)
-    files = [(p.name, p.read_bytes()) for p in sorted(images.glob("*.png"))]
+    files = [(p.name, p.read_bytes()) for p in sorted(photo_dir.glob("*.png"))]
     waiting = service.submit(VGGTSettings(), files)  # recorded as waiting, nobody to run it
     assert service.live_workers() == []
     code = main(["wait", waiting.run_id, "--json"])

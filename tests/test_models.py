@@ -296,9 +296,13 @@ def test_run_round_trips_through_json_with_camel_case_keys():
         "remote",
         "presize",
         "upload",
+        "video",
         "attempt",
         "attempts",
         "cancelRequestedAt",
+        "errorKind",
+        "versions",
+        "parentRunId",
     }
     assert set(data["settings"]) == {
         "confThreshold",
@@ -309,8 +313,13 @@ def test_run_round_trips_through_json_with_camel_case_keys():
         "showCameras",
     }
     assert set(data["progress"]) == {"rank", "queueSize", "eta", "fraction", "message", "updatedAt"}
-    assert data["remote"] == {"targetDir": "/tmp/x"}
-    assert data["upload"] == {"bytesSent": 10, "bytesOriginal": 100, "filesResized": 2}
+    assert data["remote"] == {"targetDir": "/tmp/x", "frames": None, "sessionHash": None}
+    assert data["upload"] == {
+        "bytesSent": 10,
+        "bytesOriginal": 100,
+        "filesResized": 2,
+        "originalsReason": None,
+    }
     assert data["status"] == "completed"
     text = json.dumps(data)
     back = VGGTRun.model_validate_json(text)

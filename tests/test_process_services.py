@@ -7,19 +7,10 @@ import os
 import time
 from pathlib import Path
 
+from tests.helpers_service import wait_for
 from vggt_core import StudioService, load_config
 from vggt_core.heartbeat import STALE_AFTER_S, Heartbeat, live_workers
 from vggt_core.shared import ServiceRegistry
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def config(root: Path, **more: str):

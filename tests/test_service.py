@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_service import running, service_on, wait_for
 from vggt_core import (
     ImagesRejected,
     LockTimeout,
@@ -31,7 +32,7 @@ from vggt_core import (
     VGGTSpace,
     load_config,
 )
-from vggt_core.local_space import LocalSpace, StandInOptions, write_sample_images
+from vggt_core.local_space import LocalSpace, StandInOptions
 from vggt_core.models import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,39 +40,10 @@ FINAL = {RunStatus.completed, RunStatus.failed, RunStatus.cancelled}
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> list[tuple[str, bytes]]:
-    folder = tmp_path_factory.mktemp("images")
-    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
-
-
-@pytest.fixture(scope="module")
 def slow_space() -> Iterator[LocalSpace]:
     """A stand-in whose model takes a while, so runs are caught while they work."""
     with LocalSpace(StandInOptions(delay=1.5, progress_steps=3, concurrency_limit=8)) as space:
         yield space
-
-
-def service_on(root: Path, backend: str, **config: object) -> StudioService:
-    settings = load_config({"VGGT_BACKEND": backend, "VGGT_STORAGE_DIR": str(root), **config})
-    return StudioService(settings, sweep_interval_s=0.3)
-
-
-@contextlib.contextmanager
-def running(service: StudioService) -> Iterator[StudioService]:
-    try:
-        yield service
-    finally:
-        service.close()
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def status_of(service: StudioService, run_id: str) -> RunStatus:
@@ -422,3 +394,21 @@ def test_recover_without_workers_still_ends_what_a_dead_worker_left(tmp_path):
         "Interrupted: the app stopped while sending the images to the backend. "
         "Retry to run it again."
     )
+
+
+def test_a_failed_run_records_which_failure_it_was_and_retry_keeps_it(
+    tmp_path, local_space, images
+):
+    from vggt_core.local_space import ZEROGPU_QUOTA_ERROR
+
+    with running(service_on(tmp_path, local_space.url)) as service:
+        with local_space.override(error=ZEROGPU_QUOTA_ERROR, fail_times=1):
+            run = service.wait(service.submit(VGGTSettings(), images).run_id, timeout=120)
+        assert run.status is RunStatus.failed and run.error_kind == "quota"
+        service.retry(run.run_id)
+        again = service.wait(run.run_id, timeout=120)
+        assert again.status is RunStatus.completed and again.error_kind is None
+        assert [a.error_kind for a in again.attempts] == ["quota"]
+    with running(service_on(tmp_path, "http://127.0.0.1:9")) as service:
+        gone = service.wait(service.submit(VGGTSettings(), images).run_id, timeout=120)
+        assert gone.status is RunStatus.failed and gone.error_kind == "unreachable"

@@ -18,20 +18,24 @@ from .common import (
     fmt_duration,
     fmt_time,
     md_escape,
+    polling_fragment,
     show_flashes,
 )
+from .compare import comparison
 from .detail import (
     run_detail,
 )
 from .entrypoint import navigation_assumed, require_entrypoint
 from .images import (
+    VIDEO_TYPES,
     review_uploads,
+    review_video,
     upload_thumbnails,
 )
+from .quota import quota_notice
 from .runs import (
     finished_card,
     live_runs,
-    polling_fragment,
     remember_run,
     session_runs,
 )
@@ -45,7 +49,9 @@ __all__ = [
     "MODE_LABELS",
     "NEW_RUN_PAGE",
     "STATUS_STYLE",
+    "VIDEO_TYPES",
     "AppContext",
+    "comparison",
     "context",
     "disk_usage",
     "finished_card",
@@ -57,9 +63,11 @@ __all__ = [
     "md_escape",
     "navigation_assumed",
     "polling_fragment",
+    "quota_notice",
     "remember_run",
     "require_entrypoint",
     "review_uploads",
+    "review_video",
     "run_detail",
     "session_runs",
     "show_flashes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -119,6 +120,8 @@ def upload_saving(run: VGGTRun) -> str | None:
     up = run.upload
     if up is None:
         return None
+    if up.originals_reason:
+        return f"Sent the original files ({fmt_bytes(up.bytes_sent)}). {up.originals_reason}"
     if not run.presize:
         return f"Sent the original files ({fmt_bytes(up.bytes_sent)}); model-sized images were off."
     if up.files_resized == 0 or up.bytes_sent >= up.bytes_original:
@@ -131,3 +134,21 @@ def upload_saving(run: VGGTRun) -> str | None:
         f"Sent {fmt_bytes(up.bytes_sent)} instead of {fmt_bytes(up.bytes_original)} "
         f"({saved:.0%} less; {up.files_resized} of {len(run.images)} images sent model-sized)."
     )
+
+
+def polling_fragment(
+    name: str, body: Callable[..., Hashable], expected: Hashable, *args: Any
+) -> None:
+    """Run `body` as a fragment that reruns every POLL_SECONDS while `expected` is truthy.
+
+    `expected` is what the caller saw just before (e.g. the ids of the active runs shown);
+    when `body` sees something else, the whole app reruns, so polling starts or stops and the
+    rest of the page catches up.
+    """
+
+    def fragment_body(*fragment_args: Any) -> None:
+        if body(*fragment_args) != expected:
+            st.rerun()
+
+    fragment_body.__qualname__ = f"polling_fragment.{name}"  # a stable, distinct fragment id
+    st.fragment(run_every=POLL_SECONDS if expected else None)(fragment_body)(*args)

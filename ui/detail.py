@@ -7,6 +7,7 @@ import streamlit as st
 from vggt_core import (
     RunNotFound,
     RunStatus,
+    RunVersion,
     StorageError,
     VGGTRun,
     is_valid_run_id,
@@ -14,11 +15,22 @@ from vggt_core import (
 )
 
 from .app_context import AppContext, context
-from .common import MODE_LABELS, flash, fmt_duration, fmt_time, md_escape, upload_saving
+from .common import (
+    MODE_LABELS,
+    flash,
+    fmt_duration,
+    fmt_time,
+    md_escape,
+    polling_fragment,
+    upload_saving,
+)
+from .compare import add_to_compare
+from .exports import export_panel
 from .images import run_thumbnails
 from .preview import downloads, preview
-from .runs import polling_fragment, run_action
+from .runs import run_action
 from .status import progress_panel, status_badge, step_indicator
+from .versions import parent_link, render_status, rerender_form, version_picker, versions_table
 
 # --- one run's detail (History) -------------------------------------------------------------
 
@@ -28,10 +40,11 @@ def valid_run_param(value: object) -> str | None:
     return value if isinstance(value, str) and is_valid_run_id(value) else None
 
 
-def settings_table(run: VGGTRun) -> None:
-    """The run's settings in words."""
-    s = run.settings
+def settings_table(run: VGGTRun, version: RunVersion | None = None) -> None:
+    """The settings of the version shown (the run's own when none) in words."""
+    s = version.settings if version is not None else run.settings
     yes = {True: "yes", False: "no"}
+    frame = None if version is None else version.frame
     rows = [
         ("Confidence threshold", f"{s.conf_threshold:g} (percentile)"),
         ("Prediction mode", MODE_LABELS[s.prediction_mode]),
@@ -39,6 +52,7 @@ def settings_table(run: VGGTRun) -> None:
         ("Mask white background", yes[s.mask_white_bg]),
         ("Mask sky", yes[s.mask_sky]),
         ("Show cameras", yes[s.show_cameras]),
+        ("Frame", "all" if frame is None else f"{frame} only"),
         ("Send model-sized images", yes[run.presize]),
         ("Backend", public_backend(run.backend) if run.backend else "—"),
     ]
@@ -186,24 +200,40 @@ def run_detail(ctx: AppContext, raw_id: object) -> None:
     polling_fragment("run_detail", _detail_live_body, run_id if run.is_active else None, run_id)
     if run.error and run.status == RunStatus.failed:
         st.error(md_escape(run.error), icon=":material/error:")
+    parent_link(run)
     left, right = st.columns([3, 2], gap="large")
+    chosen = None
     with left:
         if run.status == RunStatus.completed:
-            preview(ctx.service, run, ctx.settings.preview_points, key=f"detail_preview_{run_id}")
+            chosen = version_picker(run, key="detail_version")
+            preview(
+                ctx.service,
+                run,
+                ctx.settings.preview_points,
+                key=f"detail_preview_{run_id}_{chosen.number if chosen else 0}",
+                version=chosen,
+            )
+            render_status(run)
+            if chosen is not None:
+                rerender_form(ctx.service, run, chosen)
         elif not run.is_active:
             st.info("No 3D model: the run did not complete.")
     with right:
         if run.status == RunStatus.completed:
             st.markdown("**Downloads**")
             with st.container(horizontal=True):
-                downloads(ctx.service, run)
+                downloads(ctx.service, run, chosen)
+            export_panel(ctx.service, run, chosen)
+            add_to_compare(run, chosen)
         saving = upload_saving(run)
         if saving:
             st.markdown(f"**Upload** · {saving}")
-        st.markdown("**Settings**")
-        settings_table(run)
+        shown = f" (version {chosen.number})" if chosen is not None and chosen.number > 1 else ""
+        st.markdown(f"**Settings**{shown}")
+        settings_table(run, chosen)
         st.markdown("**Timings**")
         timings_table(run)
+        versions_table(run)
         attempts_table(run)
     with st.expander(f"Images ({len(run.images)})", expanded=not run.is_active):
         run_thumbnails(ctx.service, run_id)

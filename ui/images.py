@@ -11,12 +11,21 @@ from typing import TYPE_CHECKING
 import streamlit as st
 from PIL import Image, ImageOps
 
-from vggt_core import ImageRejected, StorageError, StudioService
+from vggt_core import (
+    ImageRejected,
+    StorageError,
+    StudioService,
+    VideoRejected,
+    exif_rotation,
+    probe_video,
+)
 
 from .common import THUMB_PX, fmt_bytes, md_escape
 
 if TYPE_CHECKING:
     from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+VIDEO_TYPES = ["mp4", "mov", "webm", "mkv"]
 
 # --- images ---------------------------------------------------------------------------------
 
@@ -46,6 +55,26 @@ def _file_thumbnail(path: str, mtime_ns: int, size: int) -> bytes | None:
         return _thumbnail(Path(path).read_bytes())
     except OSError:
         return None
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _upload_rotation(file_id: str, _data: bytes) -> str | None:
+    return exif_rotation(_data)
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def _file_rotation(path: str, mtime_ns: int, size: int) -> str | None:
+    try:
+        return exif_rotation(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def rotation_badge(rotation: str | None) -> str:
+    """` · ⚠ EXIF-rotated …` for a photo shown upright here that VGGT sees as stored."""
+    if rotation is None:
+        return ""
+    return f" · ⚠ EXIF-rotated: VGGT sees it {rotation}"
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
@@ -95,7 +124,11 @@ def thumbnails(items: Iterable[tuple[bytes | None, str]]) -> None:
 def upload_thumbnails(files: Sequence[UploadedFile], limit: int = 48) -> None:
     """Thumbnails of uploaded files with their names and sizes."""
     thumbnails(
-        (_upload_thumbnail(f.file_id, f.getvalue()), f"{f.name} · {fmt_bytes(f.size)}")
+        (
+            _upload_thumbnail(f.file_id, f.getvalue()),
+            f"{f.name} · {fmt_bytes(f.size)}"
+            + rotation_badge(_upload_rotation(f.file_id, f.getvalue())),
+        )
         for f in files[:limit]
     )
     if len(files) > limit:
@@ -119,7 +152,38 @@ def run_thumbnails(service: StudioService, run_id: str, limit: int = 48) -> None
         except OSError:
             continue
         thumb = _file_thumbnail(str(path), info.st_mtime_ns, info.st_size)
-        items.append((thumb, f"{path.name} · {fmt_bytes(info.st_size)}"))
+        badge = rotation_badge(_file_rotation(str(path), info.st_mtime_ns, info.st_size))
+        items.append((thumb, f"{path.name} · {fmt_bytes(info.st_size)}{badge}"))
     thumbnails(items)
     if len(paths) > limit:
         st.caption(f"… and {len(paths) - limit} more.")
+
+
+# --- video ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoReview:
+    """What sampling an uploaded clip would give, or why it is refused."""
+
+    frames: int | None = None
+    duration_s: float | None = None
+    clip_fps: float | None = None
+    refused: str | None = None
+
+
+@st.cache_data(max_entries=50, show_spinner=False)
+def _probe_upload(
+    file_id: str, name: str, fps: float, _data: bytes, _service: StudioService
+) -> VideoReview:
+    try:
+        probe = probe_video(name, _data, _service.video_limits, fps)
+    except VideoRejected as exc:
+        return VideoReview(refused=exc.problems[0].reason)
+    return VideoReview(probe.expected_frames(fps), probe.duration_s, probe.clip_fps)
+
+
+def review_video(file: UploadedFile, fps: float, service: StudioService) -> VideoReview:
+    """The sampled frame count of an uploaded clip at `fps` (read from its container, not
+    decoded), or the reason it would be refused."""
+    return _probe_upload(file.file_id, file.name, fps, file.getvalue(), service)

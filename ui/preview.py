@@ -13,6 +13,7 @@ import streamlit as st
 
 from vggt_core import (
     GLBError,
+    RunVersion,
     StorageError,
     StudioService,
     VGGTRun,
@@ -65,15 +66,23 @@ def _preview_for(path: str, mtime_ns: int, size: int, budget: int) -> Preview:
     return Preview(figure, min(scene.point_count, budget), scene.point_count, len(scene.cameras))
 
 
-def preview(service: StudioService, run: VGGTRun, budget: int, *, key: str) -> None:
-    """The run's GLB as an interactive 3D plot of at most `budget` points, or why it cannot be."""
+def preview(
+    service: StudioService,
+    run: VGGTRun,
+    budget: int,
+    *,
+    key: str,
+    version: RunVersion | None = None,
+) -> None:
+    """A version's GLB (the newest by default) as an interactive 3D plot of at most `budget`
+    points, or why it cannot be."""
     try:
-        path = service.artifact(run.run_id, "glb")
+        path = service.version_glb(run.run_id, version.number if version else None)
         if path is None:
             raise FileNotFoundError
         info = path.stat()
     except (FileNotFoundError, StorageError):
-        st.warning("This run has no 3D model file (scene.glb is missing).")
+        st.warning("This run has no 3D model file (its GLB is missing).")
         return
     except OSError as exc:
         st.warning(md_escape(f"The 3D model cannot be read: {exc.strerror}."))
@@ -121,20 +130,25 @@ def _ply_bytes(glb_path: Path) -> bytes:
         return target.read_bytes()
 
 
-def downloads(service: StudioService, run: VGGTRun) -> None:
-    """Download buttons for the artifacts a run has; files are read only when clicked."""
+def downloads(service: StudioService, run: VGGTRun, version: RunVersion | None = None) -> None:
+    """Download buttons for a version's GLB (the newest by default), its PLY and the run's
+    predictions; files are read only when clicked."""
     rid = run.run_id
-    glb = service.artifact(rid, "glb")
+    number = version.number if version is not None else None
+    glb = service.version_glb(rid, number)
+    shown = run.version(number)
+    stem = rid if shown is None or shown.number == 1 else f"{rid}_v{shown.number}"
+    tag = "" if shown is None else f"_v{shown.number}"
     if glb is not None:
         st.download_button(
             "Download GLB",
             data=glb.read_bytes,
-            file_name=f"{rid}.glb",
+            file_name=f"{stem}.glb",
             mime="model/gltf-binary",
-            key=f"dl_glb_{rid}",
+            key=f"dl_glb_{rid}{tag}",
             icon=":material/download:",
             on_click="ignore",
-            help="The reconstruction as the backend made it (points and camera cones).",
+            help="This version as the backend made it (points and camera cones).",
         )
     predictions = service.artifact(rid, "predictions")
     if predictions is not None:
@@ -156,9 +170,9 @@ def downloads(service: StudioService, run: VGGTRun) -> None:
         st.download_button(
             "Download PLY",
             data=lambda: _ply_bytes(glb),
-            file_name=f"{rid}.ply",
+            file_name=f"{stem}.ply",
             mime="application/octet-stream",
-            key=f"dl_ply_{rid}",
+            key=f"dl_ply_{rid}{tag}",
             icon=":material/scatter_plot:",
             on_click="ignore",
             help="The points only, as a binary PLY for MeshLab, CloudCompare or Open3D.",

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -12,16 +11,17 @@ from vggt_core import RunNotFound, RunStatus, StorageError, StudioService, VGGTE
 from .app_context import AppContext, context
 from .common import (
     HISTORY_PAGE,
-    POLL_SECONDS,
     SESSION_RUNS,
     flash,
     fmt_duration,
     fmt_time,
     md_escape,
+    polling_fragment,
     upload_saving,
 )
 from .preview import downloads, preview
 from .status import progress_panel, status_badge, step_indicator
+from .versions import render_status, rerender_form, version_picker
 
 # --- runs started in this session, and starting one -----------------------------------------
 
@@ -60,24 +60,6 @@ def run_action(action: Callable[[str], object], run_id: str, done: str) -> None:
 # --- live panels (fragments that poll only while something is active) ----------------------
 
 
-def polling_fragment(
-    name: str, body: Callable[..., Hashable], expected: Hashable, *args: Any
-) -> None:
-    """Run `body` as a fragment that reruns every POLL_SECONDS while `expected` is truthy.
-
-    `expected` is what the caller saw just before (e.g. the ids of the active runs shown);
-    when `body` sees something else, the whole app reruns, so polling starts or stops and the
-    rest of the page catches up.
-    """
-
-    def fragment_body(*fragment_args: Any) -> None:
-        if body(*fragment_args) != expected:
-            st.rerun()
-
-    fragment_body.__qualname__ = f"polling_fragment.{name}"  # a stable, distinct fragment id
-    st.fragment(run_every=POLL_SECONDS if expected else None)(fragment_body)(*args)
-
-
 def _live_runs_body() -> tuple[str, ...]:
     ctx = context()
     active = ctx.service.active_runs()
@@ -113,16 +95,27 @@ def finished_card(ctx: AppContext, run: VGGTRun, *, show_preview: bool) -> None:
             st.caption(
                 f"Finished in {fmt_duration(run.duration_s)}." + (f" {saving}" if saving else "")
             )
+            chosen = version_picker(run, key="card_version")
             if show_preview or st.toggle("Show 3D preview", key=f"show_{run.run_id}"):
-                preview(ctx.service, run, ctx.settings.preview_points, key=f"preview_{run.run_id}")
+                number = chosen.number if chosen else 0
+                preview(
+                    ctx.service,
+                    run,
+                    ctx.settings.preview_points,
+                    key=f"preview_{run.run_id}_{number}",
+                    version=chosen,
+                )
             with st.container(horizontal=True):
-                downloads(ctx.service, run)
+                downloads(ctx.service, run, chosen)
                 st.page_link(
                     HISTORY_PAGE,
                     label="Open in History",
                     icon=":material/history:",
                     query_params={"run": run.run_id},
                 )
+            render_status(run)
+            if chosen is not None:
+                rerender_form(ctx.service, run, chosen)
         elif run.status in (RunStatus.failed, RunStatus.cancelled):
             if run.status == RunStatus.failed:
                 st.error(md_escape(run.error or "The run failed without a message."))

@@ -44,6 +44,16 @@ class StudioConfig(BaseSettings):
     # Photos decoded at once for upload by the whole process, whatever the number of runs.
     prep_workers: int = Field(2, ge=1, le=32, validation_alias="VGGT_PREP_WORKERS")
     max_images_per_run: int = Field(200, ge=1, le=10_000, validation_alias="VGGT_MAX_IMAGES")
+    session_keep_s: float = Field(
+        3000.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        validation_alias="VGGT_SESSION_KEEP_S",
+        description="How long after a run completes a one-frame re-render resumes the backend "
+        "session that reconstructed it (Gradio drops a closed session's state after an hour); "
+        "0: never.",
+    )
     max_image_bytes: int = Field(
         30 * 1024 * 1024,
         ge=1,
@@ -56,6 +66,18 @@ class StudioConfig(BaseSettings):
         le=1_000_000_000,
         validation_alias="VGGT_MAX_IMAGE_PIXELS",
     )
+    max_video_bytes: int = Field(
+        200 * 1024 * 1024, ge=1, le=16 * 1024**3, validation_alias="VGGT_MAX_VIDEO_BYTES"
+    )
+    max_video_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        allow_inf_nan=False,
+        validation_alias="VGGT_MAX_VIDEO_SECONDS",
+    )
+    # More frames than this from one clip is refused (the user lowers the rate), never trimmed.
+    max_video_frames: int = Field(100, ge=1, le=10_000, validation_alias="VGGT_MAX_VIDEO_FRAMES")
     connect_timeout_s: float = _timeout(15.0, "VGGT_CONNECT_TIMEOUT")
     # Longer than the 15 s heartbeat of a Gradio event stream, so only a frozen server trips it.
     read_timeout_s: float = _timeout(60.0, "VGGT_READ_TIMEOUT")

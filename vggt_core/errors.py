@@ -9,6 +9,7 @@ VGGTError                 anything the core refuses or fails at, with a message 
 │   ├── ImagesRejected    a batch of images refused as a whole; `problems` name each file
 │   └── LockTimeout       a run's lock stayed taken past its bound
 ├── ImageRejected         one file refused, with its name and the reason (also a ValueError)
+├── ExportError           cameras or an export cannot be made from this GLB (also a ValueError)
 └── SpaceError            the backend failed; `kind` says how (see ErrorKind)
     └── SpaceCancelled    the user cancelled while the backend worked
 """
@@ -31,6 +32,7 @@ from gradio_client.utils import QueueError
 __all__ = [
     "ConfigError",
     "ErrorKind",
+    "ExportError",
     "ImageRejected",
     "ImagesRejected",
     "InvalidRunId",
@@ -41,6 +43,7 @@ __all__ = [
     "SpaceError",
     "StorageError",
     "VGGTError",
+    "VideoRejected",
     "bounded_text",
     "explain_error",
     "public_backend",
@@ -96,12 +99,25 @@ class ImageRejected(VGGTError, ValueError):
         super().__init__(f"{_display_name(name)}: {reason}")
 
 
+class ExportError(VGGTError, ValueError):
+    """Cameras or an export cannot be made from the given GLB or predictions; says why."""
+
+
 class ImagesRejected(StorageError):
     """A batch of images refused as a whole; `problems` names each bad file and why."""
 
     def __init__(self, problems: list[ImageRejected]) -> None:
         self.problems = problems
         super().__init__("No image was stored. " + " ".join(f"{p}." for p in problems))
+
+
+class VideoRejected(ImagesRejected):
+    """A video refused as a run's source (not decodable, empty, too long or big); no run made."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        problem = ImageRejected(name, reason)
+        self.problems = [problem]
+        StorageError.__init__(self, f"No run was created. {problem}.")
 
 
 ErrorKind = Literal[

@@ -16,6 +16,7 @@ __all__ = [
     "FORMAT_EXTENSIONS",
     "ImageRejected",
     "check_image",
+    "exif_rotation",
     "is_plain_name",
     "safe_image_name",
     "unique_names",
@@ -148,3 +149,27 @@ def unique_names(wanted: Iterable[str], taken: Iterable[str]) -> list[str]:
         seen.add(candidate.lower())
         result.append(candidate)
     return result
+
+
+# EXIF Orientation values (1 is upright) and what a viewer does to show the photo upright.
+_ORIENTATION_TAG = 0x0112
+ORIENTATIONS: dict[int, str] = {
+    2: "mirrored",
+    3: "upside down",
+    4: "upside down, mirrored",
+    5: "sideways, mirrored",
+    6: "sideways",
+    7: "sideways, mirrored",
+    8: "sideways",
+}
+
+
+def exif_rotation(data: bytes) -> str | None:
+    """How the stored pixels differ from the upright photo its EXIF asks viewers to show
+    ("sideways", "upside down"…), or None when upright or unknown; VGGT sees the stored pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            value = image.getexif().get(_ORIENTATION_TAG)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return ORIENTATIONS.get(value) if isinstance(value, int) else None

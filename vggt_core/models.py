@@ -22,12 +22,16 @@ __all__ = [
     "Artifacts",
     "Attempt",
     "RemoteJob",
+    "RenderSource",
+    "RenderStatus",
     "RunProgress",
     "RunStatus",
+    "RunVersion",
     "Timestamp",
     "UploadStats",
     "VGGTRun",
     "VGGTSettings",
+    "VideoSource",
     "describe_validation_error",
     "utc_now",
 ]
@@ -141,6 +145,14 @@ class RemoteJob(_CamelModel):
     model_config = ConfigDict(extra="allow")
 
     target_dir: str | None = None
+    frames: list[str] | None = Field(
+        None, description="The backend's frame-filter choices for this run ('0: name', …)."
+    )
+    session_hash: str | None = Field(
+        None,
+        description="The client session that reconstructed the run: the Space keeps the frame "
+        "choices in it (about an hour after the session closes).",
+    )
 
 
 class UploadStats(_CamelModel):
@@ -149,6 +161,20 @@ class UploadStats(_CamelModel):
     bytes_sent: int = Field(ge=0)
     bytes_original: int = Field(ge=0)
     files_resized: int = Field(0, ge=0)
+    originals_reason: str | None = Field(
+        None, description="Why the original files were sent although presize was asked."
+    )
+
+
+class VideoSource(_CamelModel):
+    """The video a run's frames were sampled from, kept in the run folder under `video/`."""
+
+    file_name: str
+    size: int = Field(ge=0, description="Bytes of the video file.")
+    duration_s: float = Field(ge=0, description="Length of the clip in seconds.")
+    clip_fps: float = Field(ge=0, description="Frames per second of the clip.")
+    sample_fps: float = Field(gt=0, description="Frames kept per second of the clip.")
+    frame_count: int = Field(ge=0, description="How many frames were kept as the run's images.")
 
 
 class Attempt(_CamelModel):
@@ -160,9 +186,60 @@ class Attempt(_CamelModel):
         RunStatus.queued, description="The last step the attempt got to before it ended."
     )
     error: str | None = None
+    error_kind: str | None = None
     submitted_at: Timestamp | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
+
+
+class RenderStatus(StrEnum):
+    """Where a re-render is: waiting, rendering, or ended."""
+
+    queued = "queued"
+    rendering = "rendering"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+RenderSource = Literal["reconstruction", "space", "local"]
+"""Who built a version's GLB: the run itself, the backend's `/update_visualization`, or this app
+re-filtering the run's `predictions.npz`."""
+
+
+class RunVersion(_CamelModel):
+    """One GLB of a completed run: the reconstruction (version 1) or a re-render of it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    number: int = Field(ge=1)
+    status: RenderStatus = RenderStatus.completed
+    settings: VGGTSettings
+    frame: int | None = Field(
+        None, ge=0, description="Show only this frame's points (index in model order); null: all."
+    )
+    glb: str | None = Field(None, description="The GLB's file name, relative to the run folder.")
+    points: int | None = Field(None, ge=0, description="Points in the GLB's cloud.")
+    cameras: int | None = Field(None, ge=0, description="Camera cones in the GLB.")
+    source: RenderSource = "space"
+    requested_at: Timestamp = Field(default_factory=utc_now)
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    error: str | None = None
+    error_kind: str | None = Field(
+        None,
+        description="Why it failed, for the faces: 'forgotten' (the backend no longer holds the "
+        "run: re-run it), 'unsupported', 'frame_filter', 'backend', 'storage'.",
+    )
+    cancel_requested_at: Timestamp | None = None
+    owner_pid: int | None = Field(
+        None, description="The process that renders it; a dead owner means it was interrupted."
+    )
+
+    @property
+    def is_active(self) -> bool:
+        """True while it waits or renders."""
+        return self.status in (RenderStatus.queued, RenderStatus.rendering)
 
 
 class VGGTRun(_CamelModel):
@@ -179,12 +256,18 @@ class VGGTRun(_CamelModel):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     error: str | None = None
+    error_kind: str | None = Field(
+        None,
+        description="Which failure it was: a backend kind ('unreachable', 'quota', 'timeout', …), "
+        "'storage', 'interrupted' or 'unexpected'; null for older runs and runs not failed.",
+    )
     artifacts: Artifacts = Field(default_factory=Artifacts)
     progress: RunProgress | None = None
     backend: str | None = None
     remote: RemoteJob | None = None
     presize: bool = True
     upload: UploadStats | None = None
+    video: VideoSource | None = None
     attempt: int = Field(
         0, ge=0, description="The current attempt: 1 after the first start, +1 at each retry."
     )
@@ -194,6 +277,42 @@ class VGGTRun(_CamelModel):
     cancel_requested_at: Timestamp | None = Field(
         None, description="Set by a cancel in any process; the worker holding the run stops."
     )
+    versions: list[RunVersion] = Field(
+        default_factory=list,
+        description="The run's GLBs, oldest first: 1 is the reconstruction, then re-renders.",
+    )
+    parent_run_id: str | None = Field(
+        None, description="The run this one re-runs with new settings (its images, copied)."
+    )
+
+    @property
+    def all_versions(self) -> list[RunVersion]:
+        """Every version, oldest first; an older completed run's GLB reads as version 1."""
+        if self.versions or self.status is not RunStatus.completed:
+            return list(self.versions)
+        first = RunVersion(
+            number=1,
+            settings=self.settings,
+            glb=self.artifacts.glb or "scene.glb",
+            source="reconstruction",
+            requested_at=self.submitted_at or self.requested_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+        return [first]
+
+    def version(self, number: int | None = None) -> RunVersion | None:
+        """A version by number; None gives the newest completed one."""
+        versions = self.all_versions
+        if number is None:
+            done = [v for v in versions if v.status is RenderStatus.completed and v.glb]
+            return done[-1] if done else None
+        return next((v for v in versions if v.number == number), None)
+
+    @property
+    def render(self) -> RunVersion | None:
+        """The re-render waiting or in progress, if any."""
+        return next((v for v in reversed(self.versions) if v.is_active), None)
 
     @property
     def reached(self) -> RunStatus:

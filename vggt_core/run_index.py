@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from .models import RunStatus
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BROKEN", "INDEX_NAME", "RECHECK_BATCH", "RunIndex", "RunSummary"]
 
@@ -135,7 +138,12 @@ class RunIndex:
             self.path, timeout=_OPEN_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         try:
+            # Small pages and a short WAL: a commit appends a few pages, and on a nearly full
+            # disk the index must not take the room the runs' own files need.
+            conn.execute("PRAGMA page_size=1024")  # takes effect only on a new, empty file
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA wal_autocheckpoint=16")
+            conn.execute("PRAGMA journal_size_limit=32768")
             # A derived index: a commit lost in a power cut costs a re-read, so no fsync per write.
             conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
@@ -167,10 +175,10 @@ class RunIndex:
             for attempt in (0, 1):
                 try:
                     return fn(self._db())
-                except sqlite3.DatabaseError as exc:
-                    if attempt or (
-                        isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-                    ):
+                except sqlite3.OperationalError:
+                    raise  # locked, full, an I/O error: the file itself is fine
+                except sqlite3.DatabaseError:
+                    if attempt:
                         raise
                     self._discard()
             raise AssertionError("unreachable")
@@ -254,7 +262,11 @@ class RunIndex:
 
     def refresh(self) -> None:
         """Bring the index up to date: build it if missing, take in hand-made changes."""
-        self._run(self._refresh)
+        try:
+            self._run(self._refresh)
+        except sqlite3.OperationalError as exc:
+            # A full disk, say: what the index holds is still served (writers keep it right).
+            log.warning("the run index at %s could not be refreshed: %s", self.path, exc)
 
     def _refresh(self, conn: sqlite3.Connection) -> None:
         state = dict(conn.execute("SELECT key, value FROM state").fetchall())
@@ -379,13 +391,70 @@ class RunIndex:
 
     def ids(self) -> list[str]:
         """Every run id, newest first."""
+        try:
+            return self._ids()
+        except sqlite3.OperationalError as exc:
+            return [r for r, _ in self._from_files(exc)]
+
+    def count(self) -> int:
+        """How many runs there are."""
+        try:
+            return self._count()
+        except sqlite3.OperationalError as exc:
+            return len(self._from_files(exc))
+
+    def page(
+        self, statuses: Iterable[str], needle: str, limit: int, offset: int
+    ) -> tuple[list[str], int]:
+        """The ids of one page (newest first) of the runs matching, and how many match in all."""
+        try:
+            return self._page(statuses, needle, limit, offset)
+        except sqlite3.OperationalError as exc:
+            wanted = set(statuses)
+            ids = [
+                r
+                for r, summary in self._from_files(exc)
+                if (not wanted or summary.status in wanted)
+                and (not needle or needle in r or any(needle in i for i in summary.images_lower))
+            ]
+            return ids[max(offset, 0) : max(offset, 0) + max(limit, 0)], len(ids)
+
+    def counts(self) -> dict[str, int]:
+        """How many runs are in each status (`broken` among them)."""
+        try:
+            return self._counts()
+        except sqlite3.OperationalError as exc:
+            result: dict[str, int] = {}
+            for _, summary in self._from_files(exc):
+                result[summary.status] = result.get(summary.status, 0) + 1
+            return result
+
+    def disk_usage(self) -> int:
+        """Bytes of all run folders: the stored counts, recounting only runs that changed."""
+        try:
+            return self._disk_usage()
+        except sqlite3.OperationalError as exc:
+            return sum(
+                _folder_bytes(os.path.join(self._runs_dir, r)) for r, _ in self._from_files(exc)
+            )
+
+    def _from_files(self, exc: sqlite3.OperationalError) -> list[tuple[str, RunSummary]]:
+        """Every run read from its files, newest first: the slow way, when the index fails."""
+        log.warning("the run index at %s cannot be used (%s): reading the files", self.path, exc)
+        found = []
+        for run_id in sorted(self._scan(), reverse=True):
+            meta = os.path.join(self._runs_dir, run_id, "metadata.json")
+            summary = summarize(meta) if os.path.lexists(meta) else RunSummary(BROKEN, ())
+            found.append((run_id, summary))
+        return found
+
+    def _ids(self) -> list[str]:
         self.refresh()
         return self._run(
             lambda c: [r for (r,) in c.execute("SELECT run_id FROM runs ORDER BY run_id DESC")]
         )
 
-    def count(self) -> int:
-        """How many runs there are."""
+    def _count(self) -> int:
         self.refresh()
         return sum(self._tally().values())
 
@@ -393,10 +462,9 @@ class RunIndex:
         rows = self._run(lambda c: c.execute("SELECT status, n FROM tally WHERE n > 0").fetchall())
         return {str(status): int(n) for status, n in rows}
 
-    def page(
+    def _page(
         self, statuses: Iterable[str], needle: str, limit: int, offset: int
     ) -> tuple[list[str], int]:
-        """The ids of one page (newest first) of the runs matching, and how many match in all."""
         self.refresh()
         where, args = [], []
         wanted = sorted(set(statuses))
@@ -429,13 +497,11 @@ class RunIndex:
 
         return self._run(query)
 
-    def counts(self) -> dict[str, int]:
-        """How many runs are in each status (`broken` among them)."""
+    def _counts(self) -> dict[str, int]:
         self.refresh()
         return self._tally()
 
-    def disk_usage(self) -> int:
-        """Bytes of all run folders: the stored counts, recounting only runs that changed."""
+    def _disk_usage(self) -> int:
         self.refresh()
         stale = self._run(
             lambda c: c.execute("SELECT run_id, gen FROM runs WHERE files_bytes IS NULL").fetchall()

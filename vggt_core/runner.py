@@ -14,9 +14,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from .errors import RunNotFound, SpaceCancelled, SpaceError, StorageError, bounded_text
+from .glb import GLBError, read_glb
 from .models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -24,13 +26,14 @@ from .models import (
     RemoteJob,
     RunProgress,
     RunStatus,
+    RunVersion,
     UploadStats,
     VGGTRun,
     utc_now,
 )
 from .space import StatusReport, VGGTSpace, glb_size_cap, predictions_size_cap
 from .storage import ARTIFACT_FILES, RunStore
-from .upload_prep import prepare_upload
+from .upload_prep import originals_reason, prepare_upload
 
 __all__ = ["RunExecutor", "end_orphan", "interrupted_message"]
 
@@ -69,6 +72,7 @@ def end_orphan(store: RunStore, run_id: str, *, cancelled: bool = False) -> VGGT
                 run.status, run.error = RunStatus.cancelled, None
             else:
                 run.status, run.error = RunStatus.failed, interrupted_message(run.status)
+                run.error_kind = "interrupted"
             run.finished_at = utc_now()
 
         run = store.update(run_id, end)
@@ -292,14 +296,14 @@ class RunExecutor:
                 self._finish(run_id, attempt, RunStatus.cancelled, None)
                 return
             log.info("run %s failed: %s", run_id, exc)
-            self._finish(run_id, attempt, RunStatus.failed, str(exc))
+            self._finish(run_id, attempt, RunStatus.failed, str(exc), kind=exc.kind)
         except StorageError as exc:
             log.warning("run %s: storage refused a step: %s", run_id, exc)
-            self._finish(run_id, attempt, RunStatus.failed, f"Storage error: {exc}")
+            self._finish(run_id, attempt, RunStatus.failed, f"Storage error: {exc}", kind="storage")
         except Exception as exc:
             log.exception("run %s: unexpected error", run_id)
             text = bounded_text(f"Unexpected error: {type(exc).__name__}: {exc}")
-            self._finish(run_id, attempt, RunStatus.failed, text)
+            self._finish(run_id, attempt, RunStatus.failed, text, kind="unexpected")
 
     def _process(self, run: VGGTRun, watch: _Watch) -> None:
         run_id, attempt = run.run_id, watch.attempt
@@ -310,11 +314,19 @@ class RunExecutor:
             space.session(should_cancel=watch) as session,
             self.store.staging(run_id) as staging,
         ):
-            prepared = prepare_upload(self.store.image_paths(run_id), staging, run.presize)
+            prepared = prepare_upload(
+                self.store.image_paths(run_id),
+                staging,
+                run.presize,
+                originals_because=originals_reason(
+                    run.presize, run.settings.mask_sky, session.is_vggt_1b
+                ),
+            )
             stats = UploadStats(
                 bytes_sent=prepared.bytes_sent,
                 bytes_original=prepared.bytes_original,
                 files_resized=sum(prepared.resized),
+                originals_reason=prepared.originals_reason,
             )
             self._step(run_id, attempt, RunStatus.uploading, upload=stats)
             progress = _ProgressWriter(self, run_id, attempt)
@@ -343,6 +355,14 @@ class RunExecutor:
                 should_cancel=watch,
             )
             artifacts = Artifacts(glb=ARTIFACT_FILES["glb"])
+            first = RunVersion(
+                number=1,
+                settings=run.settings,
+                glb=ARTIFACT_FILES["glb"],
+                **_glb_counts(glb_path),
+                source="reconstruction",
+                requested_at=run.submitted_at or utc_now(),
+            )
             if result.predictions is not None:
                 dest = self.store.artifact_path(run_id, "predictions")
                 session.download(
@@ -353,9 +373,22 @@ class RunExecutor:
                     should_cancel=watch,
                 )
                 artifacts.predictions = ARTIFACT_FILES["predictions"]
+            session_hash = session.session_hash
         if watch():
             raise SpaceCancelled
-        self._finish(run_id, attempt, RunStatus.completed, None, artifacts=artifacts)
+        # A one-frame re-render only works in this session: its id is kept to resume it.
+        remote = RemoteJob(
+            target_dir=target_dir, frames=result.frames or None, session_hash=session_hash
+        )
+        self._finish(
+            run_id,
+            attempt,
+            RunStatus.completed,
+            None,
+            artifacts=artifacts,
+            versions=[first],
+            remote=remote,
+        )
 
     def _guarded(self, run_id: str, attempt: int, change: Callable[[VGGTRun], None]) -> VGGTRun:
         """Apply a worker's change only while the run is still this attempt's and active."""
@@ -378,20 +411,30 @@ class RunExecutor:
         self._guarded(run_id, attempt, apply)
 
     def _finish(
-        self, run_id: str, attempt: int, status: RunStatus, error: str | None, **changes: Any
+        self,
+        run_id: str,
+        attempt: int,
+        status: RunStatus,
+        error: str | None,
+        *,
+        kind: str | None = None,
+        **changes: Any,
     ) -> None:
         closing = self._closing.is_set()
 
         def apply(run: VGGTRun) -> None:
-            final, text = status, error
+            final, text, why = status, error, kind
             if status is RunStatus.cancelled and closing and run.cancel_requested_at is None:
-                final, text = RunStatus.failed, interrupted_message(run.status)
+                final, text, why = RunStatus.failed, interrupted_message(run.status), "interrupted"
             elif status is RunStatus.completed and run.cancel_requested_at is not None:
                 final = RunStatus.cancelled  # cancelled during the download: the user's word
             run.status, run.error, run.finished_at = final, text, utc_now()
+            run.error_kind = why if final is RunStatus.failed else None
             if final is RunStatus.completed:
                 for key, value in changes.items():
                     setattr(run, key, value)
+                for version in run.versions:
+                    version.started_at, version.finished_at = run.started_at, run.finished_at
 
         try:
             run = self._guarded(run_id, attempt, apply)
@@ -425,6 +468,15 @@ class RunExecutor:
 
         with contextlib.suppress(_Superseded):
             self._guarded(run_id, attempt, apply)
+
+
+def _glb_counts(path: Path) -> dict[str, int | None]:
+    """A GLB's points and camera cones; None when the reader cannot tell (the preview says why)."""
+    try:
+        scene = read_glb(path)
+    except GLBError:
+        return {"points": None, "cameras": None}
+    return {"points": scene.point_count, "cameras": len(scene.cameras)}
 
 
 def _done(message: str) -> RunProgress:

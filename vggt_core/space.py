@@ -31,6 +31,7 @@ __all__ = [
     "CheckReport",
     "FileRef",
     "ReconstructResult",
+    "RenderResult",
     "SpaceSession",
     "StatusReport",
     "VGGTSpace",
@@ -41,6 +42,9 @@ __all__ = [
 
 UPLOAD_API = "/update_gallery_on_upload"
 RECONSTRUCT_API = "/gradio_demo"
+RENDER_API = "/update_visualization"
+# The Space answers a re-render of a folder it no longer holds with no file and this message.
+FORGOTTEN_PREFIX = "No reconstruction available"
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     UPLOAD_API: ("input_video", "input_images"),
     RECONSTRUCT_API: (
@@ -82,6 +86,20 @@ class ReconstructResult:
     glb: FileRef
     predictions: FileRef | None
     message: str
+    frames: list[str] = field(default_factory=list)  # the frame filter's choices but "All"
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What `/update_visualization` returned: the GLB, or None when the Space forgot the run."""
+
+    glb: FileRef | None
+    message: str
+
+    @property
+    def forgotten(self) -> bool:
+        """True when the backend no longer holds the run's folder (a restarted Space)."""
+        return self.glb is None
 
 
 @dataclass(frozen=True)
@@ -182,13 +200,18 @@ class VGGTSpace:
             )
 
     @contextlib.contextmanager
-    def session(self, should_cancel: Callable[[], bool] | None = None) -> Iterator[SpaceSession]:
+    def session(
+        self, should_cancel: Callable[[], bool] | None = None, *, resume: str | None = None
+    ) -> Iterator[SpaceSession]:
         """One gradio Client for one run, closed (threads and all) when the block ends.
 
         Connecting ends within `open_timeout_s` (SpaceError "timeout"), or as soon as
-        `should_cancel()` is true (SpaceCancelled).
+        `should_cancel()` is true (SpaceCancelled). `resume` is the session hash of an earlier
+        session whose server-side state (the frame filter's choices) this one continues.
         """
         client = self._open_client(should_cancel)
+        if resume:
+            client.session_hash = resume
         session = SpaceSession(self, client)
         try:
             yield session
@@ -308,18 +331,42 @@ class SpaceSession:
             raise space._explain(exc) from exc
         self.predictions_index = self._find_predictions_output()
 
+    @property
+    def session_hash(self) -> str:
+        """The id the backend keeps this session's state under (an hour after it closes)."""
+        return str(self.client.session_hash)
+
     def close(self) -> None:
         """Stop the client's heartbeat and its thread pools."""
         _close_client(self.client)
+
+    @property
+    def can_render(self) -> bool:
+        """True when the backend serves `/update_visualization` with the parameters we send."""
+        endpoint = self._endpoint(RENDER_API)
+        if endpoint is None:
+            return False
+        have = {p.get("parameter_name") for p in endpoint.get("parameters", [])}
+        return set(REQUIRED_PARAMETERS[RECONSTRUCT_API]) <= have
 
     def _endpoint(self, name: str) -> dict[str, Any] | None:
         endpoint: dict[str, Any] | None = self.api.get("named_endpoints", {}).get(name)
         return endpoint
 
-    def missing_api(self) -> list[str]:
+    @property
+    def is_vggt_1b(self) -> bool:
+        """True when `/gradio_demo` is VGGT-1B's (it takes `prediction_mode` and `frame_filter`);
+        other models (e.g. `facebook/vggt-omega`, 512 px, patch 16) size images differently."""
+        endpoint = self._endpoint(RECONSTRUCT_API) or {}
+        have = {p.get("parameter_name") for p in endpoint.get("parameters", [])}
+        return {"prediction_mode", "frame_filter"} <= have
+
+    def missing_api(self, only: str | None = None) -> list[str]:
         """What this app needs but the backend does not serve, one sentence each."""
         problems = []
         for name, wanted in REQUIRED_PARAMETERS.items():
+            if only is not None and name != only:
+                continue
             endpoint = self._endpoint(name)
             if endpoint is None:
                 problems.append(f"The endpoint {name} is missing.")
@@ -330,7 +377,9 @@ class SpaceSession:
                 problems.append(f"{name} lacks the parameter(s) {', '.join(lacking)}.")
         return problems
 
-    def _require_api(self) -> None:
+    def _require_api(self, step: str | None = None) -> None:
+        if step is not None and not self.missing_api(step):
+            return
         problems = self.missing_api()
         if problems:
             raise SpaceError(
@@ -398,7 +447,9 @@ class SpaceSession:
         should_cancel: Callable[[], bool] | None = None,
     ) -> str:
         """Send the images (names already unique and order-preserving); return `target_dir`."""
-        self._require_api()
+        # Only the upload's own endpoint is needed here: another model's backend (a different
+        # /gradio_demo) still gets the files, and reconstruct() then names what it lacks.
+        self._require_api(UPLOAD_API)
         if not image_paths:
             raise SpaceError("The run has no images to send.", kind="app_error")
         try:
@@ -452,7 +503,41 @@ class SpaceSession:
         predictions = None
         if self.predictions_index is not None and len(result) > self.predictions_index:
             predictions = _file_ref(result[self.predictions_index])
-        return ReconstructResult(glb=glb, predictions=predictions, message=message)
+        frames = _choices(result[2]) if len(result) > 2 else []
+        return ReconstructResult(glb=glb, predictions=predictions, message=message, frames=frames)
+
+    def render(
+        self,
+        target_dir: str,
+        settings: VGGTSettings,
+        *,
+        frame_filter: str = "All",
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> RenderResult:
+        """Re-filter the backend's saved predictions with new settings (`/update_visualization`,
+        CPU only); a result without a GLB means the backend forgot the run."""
+        try:
+            job = self.client.submit(
+                target_dir=target_dir,
+                **settings.space_kwargs(frame_filter),
+                is_example="False",
+                api_name=RENDER_API,
+            )
+        except Exception as exc:
+            raise self.space._explain(exc) from exc
+        result = self._run_job(job, None, should_cancel)
+        if not isinstance(result, list | tuple) or len(result) < 2:
+            raise SpaceError(
+                f"The backend answered {RENDER_API} in an unexpected shape.", kind="api_changed"
+            )
+        message = bounded_text(str(result[1] or ""))
+        glb = _file_ref(result[0])
+        if glb is None and not message.startswith(FORGOTTEN_PREFIX):
+            raise SpaceError(
+                f"The backend returned no 3D model. Its message: {message or 'none'}",
+                kind="app_error",
+            )
+        return RenderResult(glb=glb, message=message)
 
     def download(
         self,
@@ -475,6 +560,15 @@ def _stream_error(streams: list[concurrent.futures.Future[Any]]) -> BaseExceptio
             if error is not None:
                 return error
     return None
+
+
+def _choices(update: Any) -> list[str]:
+    """The frame filter's choices from `/gradio_demo`'s dropdown update, "All" left out."""
+    choices = update.get("choices") if isinstance(update, dict) else None
+    if not isinstance(choices, list):
+        return []
+    names = [c[0] if isinstance(c, list | tuple) and c else c for c in choices]
+    return [bounded_text(str(n)) for n in names if isinstance(n, str) and n != "All"]
 
 
 def _file_ref(value: Any) -> FileRef | None:

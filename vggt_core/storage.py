@@ -48,6 +48,9 @@ ArtifactKind = Literal["glb", "predictions"]
 ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "predictions.npz"}
 METADATA = "metadata.json"
 IMAGES = "images"
+VERSIONS = "versions"
+EXPORTS = "exports"
+VIDEO = "video"
 STAGING = ".staging"
 # A metadata read-modify-write takes milliseconds; a lock held this long means a stuck process.
 LOCK_TIMEOUT_S = 30.0
@@ -165,15 +168,21 @@ class RunStore(RunListing):
         backend: str | None = None,
         presize: bool = True,
         images: Sequence[tuple[str, bytes]] = (),
+        video_file: tuple[str, bytes | Path] | None = None,
         **extra: object,
     ) -> VGGTRun:
         """Create a `queued` run with these settings (and images, checked first) and return it.
 
-        The run appears whole or not at all: a crash never leaves a run without its images.
+        `video_file` (a plain file name and its bytes or path) is kept as `video/<name>` in the same
+        build. The run appears whole or not at all: a crash never leaves a run without its images.
         """
         checked = self._check_batch(images, []) if images else []
+        if video_file is not None and not is_plain_name(video_file[0]):
+            raise ValueError(f"not a plain file name: {video_file[0][:80]!r}")
         with _disk("create the run"):
-            run = self._build_run(settings or VGGTSettings(), backend, presize, checked, extra)
+            run = self._build_run(
+                settings or VGGTSettings(), backend, presize, checked, extra, video_file
+            )
         return run
 
     def _build_run(
@@ -183,6 +192,7 @@ class RunStore(RunListing):
         presize: bool,
         images: list[tuple[str, bytes]],
         extra: Mapping[str, object],
+        video_file: tuple[str, bytes | Path] | None = None,
     ) -> VGGTRun:
         # The folder is built under a hidden name and renamed into place whole: a crash half-way
         # must not leave a run folder without metadata, which the listing would call broken.
@@ -192,6 +202,13 @@ class RunStore(RunListing):
         try:
             for name, data in images:
                 (staging / IMAGES / name).write_bytes(data)
+            if video_file is not None:
+                (staging / VIDEO).mkdir()
+                name, source = video_file
+                if isinstance(source, bytes):
+                    (staging / VIDEO / name).write_bytes(source)
+                else:
+                    shutil.copyfile(source, staging / VIDEO / name)
             while True:
                 run_id = f"run_{time.time_ns() // 1_000_000}_" + "".join(
                     secrets.choice(_ALPHABET) for _ in range(6)
@@ -362,7 +379,7 @@ class RunStore(RunListing):
         removed = 0
         with self.lock(run_id):
             folder = self._existing_dir(run_id)
-            for parent in (folder, folder / IMAGES):
+            for parent in (folder, folder / IMAGES, folder / VERSIONS):
                 if parent.is_symlink() or not parent.is_dir():
                     continue
                 with os.scandir(parent) as entries:
@@ -373,8 +390,8 @@ class RunStore(RunListing):
                             with contextlib.suppress(FileNotFoundError):
                                 os.unlink(entry.path)
                                 removed += 1
-        if removed:
-            self._index.files_changed(run_id)
+        # No index write here: on a full disk the room just freed is for the metadata write
+        # that follows, and that write recounts the run's bytes anyway.
         return removed
 
     # --- images ------------------------------------------------------------------------------
@@ -465,6 +482,45 @@ class RunStore(RunListing):
                     tmp.unlink(missing_ok=True)
         self._index.files_changed(run_id)
         return target
+
+    def version_path(self, run_id: str, number: int) -> Path:
+        """Where a re-render's GLB goes: `versions/v<number>.glb` in the run (never scene.glb)."""
+        if number < 2:
+            raise ValueError("version 1 is the reconstruction's scene.glb")
+        return self.run_dir(run_id) / VERSIONS / f"v{number}.glb"
+
+    def version_file(self, run_id: str, name: str | None) -> Path | None:
+        """A version's GLB by its stored relative name, when it is a regular file in the run."""
+        if not name:
+            return None
+        folder = self.run_dir(run_id)
+        path = folder / name
+        parts = Path(name).parts
+        if len(parts) > 2 or not all(is_plain_name(part) for part in parts):
+            return None  # a hand-edited metadata.json must not point outside the run
+        if any(p.is_symlink() for p in (path, path.parent)) or not path.is_file():
+            return None
+        return path
+
+    def exports_dir(self, run_id: str) -> Path:
+        """The run's folder of prepared exports (made on first use)."""
+        folder = self._existing_dir(run_id) / EXPORTS
+        with _disk(f"prepare run {run_id}'s exports"):
+            folder.mkdir(exist_ok=True)
+        if folder.is_symlink():
+            raise StorageError(f"Run {run_id}: exports/ is a link; delete it first")
+        return folder
+
+    def save_version(self, run_id: str, number: int, source: Path) -> str:
+        """Move a finished re-render's GLB (on the storage's file system) into place; its name
+        relative to the run folder."""
+        target = self.version_path(run_id, number)
+        self._existing_dir(run_id)
+        with _disk(f"save run {run_id}'s version {number}"):
+            target.parent.mkdir(exist_ok=True)
+            commit_file(source, target)
+        self._index.files_changed(run_id)
+        return f"{VERSIONS}/{target.name}"
 
     # --- delete ------------------------------------------------------------------------------
 

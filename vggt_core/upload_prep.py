@@ -44,6 +44,7 @@ class PreparedUpload:
     """The files to send, in frame order, and what the preparation saved."""
 
     files: tuple[StagedFile, ...]
+    originals_reason: str | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -205,10 +206,39 @@ def _stage_now(index: int, count: int, source: Path, dest_dir: Path, presize: bo
     return StagedFile(source, as_is, False, original_size, original_size)
 
 
+MASK_SKY_REASON = (
+    "Mask sky was on: the Space computes the sky mask from the uploaded files themselves, "
+    "so the original photos were sent."
+)
+OTHER_MODEL_REASON = (
+    "The backend is not the VGGT-1B demo (its /gradio_demo lacks prediction_mode and "
+    "frame_filter), so images sized for VGGT-1B would be wrong for it: the originals were sent."
+)
+
+
+def originals_reason(presize: bool, mask_sky: bool, vggt_1b: bool) -> str | None:
+    """Why presize, though asked, must not apply (None when it may, or when it was not asked)."""
+    if not presize:
+        return None
+    if mask_sky:
+        return MASK_SKY_REASON
+    if not vggt_1b:
+        return OTHER_MODEL_REASON
+    return None
+
+
 def prepare_upload(
-    image_paths: Sequence[Path], dest_dir: Path, presize: bool = True
+    image_paths: Sequence[Path],
+    dest_dir: Path,
+    presize: bool = True,
+    *,
+    originals_because: str | None = None,
 ) -> PreparedUpload:
-    """Stage each image into `dest_dir`: its model-sized PNG when smaller, else its original."""
+    """Stage each image into `dest_dir`: its model-sized PNG when smaller, else its original.
+
+    With `originals_because` (see `originals_reason`) every original is sent as it is.
+    """
+    presize = presize and originals_because is None
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     sources = [Path(p) for p in image_paths]
@@ -224,4 +254,4 @@ def prepare_upload(
             for index, source in enumerate(sources)
         ]
         staged = [job.result() for job in jobs]
-    return PreparedUpload(tuple(staged))
+    return PreparedUpload(tuple(staged), originals_because)

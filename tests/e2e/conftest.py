@@ -13,25 +13,21 @@ import contextlib
 import ipaddress
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
+
+from tests.helpers_server import Server as AppServer
+from tests.helpers_server import streamlit_run
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
     from vggt_core.local_space import LocalSpaceProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_CANDIDATES = ("chromium", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -44,7 +40,6 @@ VIEWPORT = {"width": 1400, "height": 1000}
 # Every browser wait is a condition with a generous deadline: on a loaded 2-core machine
 # (other builds, the servers, software WebGL) a step that takes 1 s when idle can take 20.
 EXPECT_TIMEOUT_MS = 60_000
-HEALTH_TIMEOUT_S = 120
 # The stand-in's model step: long enough for the live panel to show progress, short enough to
 # keep the suite fast. Tests that need a longer window set it for themselves and restore it.
 MODEL_DELAY_S = 1.0
@@ -143,94 +138,23 @@ def space(stand_in: LocalSpaceProcess) -> Iterator[LocalSpaceProcess]:
     )
 
 
-@dataclass(frozen=True)
-class AppServer:
-    """The app served by `streamlit run` against the stand-in, and the storage it writes."""
-
-    url: str
-    storage: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, chars: int = 4000) -> str:
-        """The end of what the server wrote."""
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers, and reap the leader."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # anything the server left in its group
-
-
-def _wait_healthy(server: AppServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(
-                    f"streamlit exited with {server.process.returncode}:\n{server.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{server.url}/_stcore/health").text.strip() == "ok":
-                    return
-            time.sleep(0.1)
-    raise TimeoutError(
-        f"streamlit did not answer /_stcore/health in {timeout} s:\n{server.log_tail()}"
-    )
-
-
 @pytest.fixture(scope="session")
 def app_server(
     stand_in: LocalSpaceProcess, tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path
 ) -> Iterator[AppServer]:
     """`streamlit run app.py` on a free port, its backend the stand-in, its storage a temp dir."""
-    from vggt_core.local_space import free_port
-
     work = tmp_path_factory.mktemp("e2e_app")
-    storage = work / "storage"
-    secrets = work / "secrets.toml"  # keeps a developer's .streamlit/secrets.toml out
-    secrets.write_text("# the e2e tests configure the app through the environment only\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGGT_") and k != "HF_TOKEN"}
-    env |= {
-        "VGGT_BACKEND": stand_in.url,
-        "VGGT_STORAGE_DIR": str(storage),
-        "VGGT_PREVIEW_POINTS": str(PREVIEW_POINTS),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = artifacts_dir / "streamlit.log"
-    port = free_port()
-    argv = [sys.executable, "-m", "streamlit", "run", "app.py"]
-    argv += ["--server.headless", "true", "--server.port", str(port)]
-    argv += ["--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    # Other people may edit the sources while the suite runs: no reloads mid-journey.
-    argv += ["--server.fileWatcherType", "none", "--secrets.files", str(secrets)]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = AppServer(f"http://127.0.0.1:{port}", storage, process, log_path)
+    server = streamlit_run(
+        work,
+        work / "storage",
+        stand_in.url,
+        log_path=artifacts_dir / "streamlit.log",
+        VGGT_PREVIEW_POINTS=str(PREVIEW_POINTS),
+    )
     try:
-        _wait_healthy(server, HEALTH_TIMEOUT_S)
         yield server
     finally:
-        _stop_group(process)
+        server.stop(timeout=10)
 
 
 # --- the browser ------------------------------------------------------------------------------

@@ -424,3 +424,61 @@ def test_two_runs_back_to_back_complete_and_the_app_stays_responsive(
     expect_3d_rendered(run_card(page, second).locator(CHART))
     expect(run_card(page, first).get_by_text("Show 3D preview")).to_be_visible()
     screenshot("journey4_two_runs")
+
+
+def test_rerender_switch_versions_and_download_each(
+    page: Page,
+    screenshot: Callable[[str], Path],
+    app_server: AppServer,
+    store: RunStore,
+    photos: list[Path],
+    tmp_path: Path,
+) -> None:
+    run_id = new_completed_run(page, app_server, store, photos)
+    original = store.artifact_path(run_id, "glb").read_bytes()
+    page.goto(f"{app_server.url}/history?run={run_id}")
+    expect(page.get_by_role("heading", name=f"Run {run_id}")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+
+    # Re-render with a lower threshold and no cameras: free, and a new version.
+    page.get_by_text("Re-render with other settings").click()
+    slider = page.get_by_role("slider", name="Confidence threshold (percentile)")
+    slider.focus()
+    for _ in range(30):
+        page.keyboard.press("ArrowLeft")
+    expect(slider).to_have_attribute("aria-valuetext", "20")
+    form = page.get_by_test_id("stForm")
+    form.get_by_text("Show cameras", exact=True).click()
+    expect(form.get_by_role("checkbox", name="Show cameras")).not_to_be_checked()
+    form.get_by_role("button", name="Re-render").click()
+    version = wait_for(
+        lambda: ((v := store.load(run_id).version(2)) and not v.is_active and v) or None,
+        "version 2",
+        timeout=RUN_TIMEOUT_MS / 1000,
+    )
+    assert version.status.value == "completed", version.error
+    assert version.settings == VGGTSettings(conf_threshold=20, show_cameras=False)
+
+    # The page picks the new version; its preview is drawn and its download is its own file.
+    picker = page.get_by_role("combobox", name="Version")
+    expect(picker).to_have_value(re.compile(r"^v2 · conf 20 · "), timeout=RUN_TIMEOUT_MS)
+    expect_3d_rendered(page.locator(CHART).first)
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download GLB").click()
+    download = download_info.value
+    assert download.suggested_filename == f"{run_id}_v2.glb"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert saved.read_bytes() == (store.run_dir(run_id) / "versions" / "v2.glb").read_bytes()
+    assert read_glb(saved).cameras == []
+    screenshot("journey5_versions")
+
+    # Back to the original: the download is scene.glb, untouched.
+    picker.click()
+    page.get_by_role("option", name=re.compile(r"^v1 · ")).click()
+    expect(picker).to_have_value(re.compile(r"^v1 · "))
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download GLB").click()
+    first = download_info.value
+    assert first.suggested_filename == f"{run_id}.glb"
+    first.save_as(tmp_path / "v1.glb")
+    assert (tmp_path / "v1.glb").read_bytes() == original

@@ -12,6 +12,11 @@ Served beside the pages by `streamlit run app.py` (app.py hands `api_routes` and
     GET    /api/runs                          ?status=&q=&limit=&offset=
     DELETE /api/runs/{runId}                  ?force=true for an active run
     POST   /api/runs/{runId}/cancel | /retry
+    POST   /api/runs/{runId}/rerender         new settings, a new version: 202 the version
+    POST   /api/runs/{runId}/rerender/cancel  cancel the waiting or running re-render
+    GET    /api/runs/{runId}/versions         every version, with its GLB's URL
+    GET    /api/runs/{runId}/versions/{n}/glb a version's GLB (Range, ETag)
+    POST   /api/runs/{runId}/rerun            the same images, new settings: 202 {runId, status}
     GET    /api/health                        ?check=true asks the backend too
     GET    /api/openapi.json
 """
@@ -24,6 +29,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +38,7 @@ from ..service import StudioService
 from ._auth import check_access
 from ._errors import error_response, response_for
 from ._openapi import openapi_document
-from ._routes import SERVICE_KEY, build_router
+from ._routes import SERVICE_KEY, build_router, http_error
 
 __all__ = [
     "API_PREFIX",
@@ -95,7 +101,13 @@ class _NoCompressionOfFiles:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith(f"{API_PREFIX}/") and "/artifacts/" in path:
+        is_file = (
+            "/artifacts/" in path
+            or "/exports/" in path
+            or path.endswith("/archive")
+            or ("/versions/" in path and path.endswith("/glb"))
+        )
+        if path.startswith(f"{API_PREFIX}/") and is_file:
             headers = [(k, v) for k, v in scope.get("headers", []) if k != b"accept-encoding"]
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
@@ -132,4 +144,10 @@ def create_api_app(
             if close_on_shutdown and isinstance(service, StudioService):
                 await run_in_threadpool(service.close)
 
-    return Starlette(routes=api_routes(getter), middleware=api_middleware(), lifespan=lifespan)
+    # A path the mount does not match (a line break in it) still gets the API's error shape.
+    return Starlette(
+        routes=api_routes(getter),
+        middleware=api_middleware(),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )

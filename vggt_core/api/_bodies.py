@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from ._errors import ApiError
 from ._schemas import FileProblem
 
-__all__ = ["MAX_JSON_BYTES", "read_images", "read_json"]
+__all__ = ["MAX_JSON_BYTES", "read_images", "read_json", "read_video"]
 
 MAX_JSON_BYTES = 64 * 1024
 # A non-file field of a form (ignored) and the headers of one part are small or refused.
@@ -88,6 +88,7 @@ class _Part:
         self.field = b""
         self.value = b""
         self.filename: str | None = None
+        self.name = ""
         self.data = bytearray()
 
 
@@ -98,6 +99,7 @@ class _UploadParser:
         self.max_files = max_files
         self.max_file_bytes = max_file_bytes
         self.files: list[tuple[str, bytes]] = []
+        self.fields: dict[str, bytes] = {}
         self.ended = False
         self._part = _Part()
         self._parser = MultipartParser(
@@ -144,6 +146,7 @@ class _UploadParser:
         disposition = self._part.headers.get(b"content-disposition", b"")
         _, options = parse_options_header(disposition)
         filename = options.get(b"filename")
+        self._part.name = options.get(b"name", b"").decode("utf-8", "replace")
         if filename is not None:
             self._part.filename = filename.decode("utf-8", "replace")
             if len(self.files) >= self.max_files:
@@ -180,6 +183,8 @@ class _UploadParser:
         if part.filename is not None and (part.filename or part.data):
             # An empty file input sends a part with no name and no bytes: there is no file.
             self.files.append((part.filename, bytes(part.data)))
+        elif part.filename is None and part.name:
+            self.fields[part.name] = bytes(part.data)
         self._part = _Part()
 
     def _finish(self) -> None:
@@ -213,3 +218,34 @@ async def read_images(
             400, "No images", "The upload holds no file (send them as multipart/form-data files)."
         )
     return parser.files
+
+
+async def read_video(request: Request, *, max_bytes: int) -> tuple[str, bytes, dict[str, str]]:
+    """The one video file of a multipart/form-data body, and its text fields by name."""
+    media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if media_type != b"multipart/form-data" or not boundary:
+        raise ApiError(
+            415,
+            "Unsupported media type",
+            "Send the video as multipart/form-data (field name 'video').",
+        )
+    parser = _UploadParser(boundary, max_files=1, max_file_bytes=max_bytes)
+    limit = max_bytes + PART_OVERHEAD_BYTES + 4 * MAX_FIELD_BYTES
+    try:
+        async for chunk in _chunks(request, limit, "An upload"):
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError:
+        raise ApiError(400, "Malformed multipart body", "The upload could not be read.") from None
+    except ApiError as exc:
+        if exc.status == 400 and exc.error == "Images rejected":
+            raise ApiError(400, "Video rejected", "Send one video file.") from None
+        raise
+    if not parser.ended:
+        raise ApiError(400, "Malformed multipart body", "The upload ended before its last part.")
+    if not parser.files:
+        raise ApiError(400, "No video", "The upload holds no file (send it as field 'video').")
+    fields = {k: v.decode("utf-8", "replace") for k, v in parser.fields.items()}
+    name, data = parser.files[0]
+    return name, data, fields

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import (
     ConfigError,
+    ExportError,
     ImagesRejected,
     InvalidRunId,
     LockTimeout,
@@ -17,6 +18,7 @@ from ..errors import (
     SpaceError,
     StorageError,
     VGGTError,
+    VideoRejected,
 )
 from ..models import describe_validation_error
 from ._schemas import ErrorResponse, FileProblem
@@ -65,11 +67,16 @@ def response_for(exc: BaseException, *, doing: str = "") -> JSONResponse:
         return error_response(400, "Invalid run id", str(exc))
     if isinstance(exc, RunNotFound):
         return error_response(404, "Run not found", str(exc))
+    if isinstance(exc, VideoRejected):
+        problems = [FileProblem(file=p.name, reason=p.reason) for p in exc.problems]
+        return error_response(400, "Video rejected", problems)
     if isinstance(exc, ImagesRejected):
         problems = [FileProblem(file=p.name, reason=p.reason) for p in exc.problems]
         return error_response(400, "Images rejected", problems)
     if isinstance(exc, RunBusy):
         return error_response(409, doing or "Conflict", str(exc))
+    if isinstance(exc, ExportError):
+        return error_response(422, "Export not possible", str(exc))
     if isinstance(exc, LockTimeout):
         return error_response(503, "Busy", str(exc), {"Retry-After": "5"})
     if isinstance(exc, StorageError):

@@ -9,10 +9,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from ..exports import EXPORT_SUFFIXES
 from ..listing import RUN_ID_PATTERN
 from ..storage import ARTIFACT_FILES
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 from ._routes import ENDPOINTS, Endpoint
-from ._schemas import ErrorResponse
+from ._schemas import ErrorResponse, VideoRunForm
 
 __all__ = ["openapi_document"]
 
@@ -76,6 +78,26 @@ def _parameters(
                 "schema": {"type": "string", "enum": list(ARTIFACT_FILES)},
             }
         )
+    if "{number}" in spec.path:
+        params.append(
+            {
+                "name": "number",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+                "description": "The version's number (1 is the reconstruction).",
+            }
+        )
+    if "{format}" in spec.path:
+        params.append(
+            {
+                "name": "format",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": list(EXPORT_SUFFIXES)},
+                "description": "colmap and nerfstudio come as a zip, cameras as JSON.",
+            }
+        )
     if spec.query is not None:
         name = refs[(spec.query, "validation")]["$ref"].rsplit("/", 1)[-1]
         schema = defs[name]
@@ -135,6 +157,28 @@ def _operation(
                         "required": ["images"],
                         "description": "One or many image files, under any field name "
                         "('images' or 'files' by convention).",
+                    }
+                }
+            },
+        }
+    elif spec.body == "video":
+        fields: dict[str, Any] = {
+            "settings": {"type": "string", "description": "The settings as a JSON object."},
+            "fps": {"type": "number", "minimum": MIN_SAMPLE_FPS, "maximum": MAX_SAMPLE_FPS},
+            "presize": {"type": "boolean"},
+        }
+        for name, info in VideoRunForm.model_fields.items():
+            fields[name]["description"] = info.description or ""
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"video": _FILE, **fields},
+                        "required": ["video"],
+                        "description": "One video file (mp4, mov, webm, mkv) and optional "
+                        "fields: settings (JSON), fps, presize (true/false).",
                     }
                 }
             },

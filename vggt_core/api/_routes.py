@@ -7,7 +7,9 @@ of `_schemas`. Every exception becomes the error shape (`_errors.response_for`).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,10 +24,18 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import InvalidRunId, RunBusy
-from ..models import RunStatus, VGGTRun, describe_validation_error
+from ..exports import EXPORT_SUFFIXES
+from ..models import (
+    RenderStatus,
+    RunStatus,
+    RunVersion,
+    VGGTRun,
+    VGGTSettings,
+    describe_validation_error,
+)
 from ..service import StudioService
 from ..storage import ARTIFACT_FILES, is_valid_run_id
-from ._bodies import MAX_JSON_BYTES, read_images, read_json
+from ._bodies import MAX_JSON_BYTES, read_images, read_json, read_video
 from ._errors import ApiError, error_response, response_for
 from ._schemas import (
     ArtifactLinks,
@@ -38,20 +48,37 @@ from ._schemas import (
     HealthResponse,
     Limits,
     ListQuery,
+    RerenderRequest,
+    RerunRequest,
     RunList,
     RunRef,
     RunView,
     UploadResponse,
+    VersionList,
+    VersionView,
+    VideoRunForm,
 )
 
-__all__ = ["ENDPOINTS", "SERVICE_KEY", "Call", "Endpoint", "build_router", "run_view"]
+__all__ = [
+    "ENDPOINTS",
+    "SERVICE_KEY",
+    "Call",
+    "Endpoint",
+    "build_router",
+    "http_error",
+    "run_view",
+    "version_view",
+]
 
 SERVICE_KEY = "vggt.service"
 MEDIA_TYPES = {"glb": "model/gltf-binary", "predictions": "application/octet-stream"}
 SUFFIXES = {"glb": ".glb", "predictions": ".npz"}
+# A version number in a URL: a positive whole number, never anything a path could be made of.
+VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 async def _call(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -87,7 +114,7 @@ class Endpoint:
     responses: Mapping[int, type[BaseModel] | Literal["file"] | None]
     errors: tuple[int, ...] = ()
     failure: str = ""
-    body: type[BaseModel] | Literal["multipart"] | None = None
+    body: type[BaseModel] | Literal["multipart", "video"] | None = None
     query: type[BaseModel] | None = None
     description: str = ""
     tags: tuple[str, ...] = field(default=("runs",))
@@ -112,6 +139,57 @@ def run_view(service: StudioService, run: VGGTRun, prefix: str) -> dict[str, Any
     return data
 
 
+def _version_url(prefix: str, run_id: str, number: int) -> str:
+    return f"{prefix}/runs/{run_id}/versions/{number}/glb"
+
+
+def version_view(
+    service: StudioService, run_id: str, version: RunVersion, prefix: str
+) -> dict[str, Any]:
+    """A version's metadata with `glb` as its download URL once its file exists (blocking)."""
+    data = version.to_json_dict()
+    rendered = version.status is RenderStatus.completed and (
+        service.store.version_file(run_id, version.glb) is not None
+    )
+    data["glb"] = _version_url(prefix, run_id, version.number) if rendered else None
+    return data
+
+
+def _strict(model: type[M], data: dict[str, Any]) -> M:
+    """The documented JSON only: camelCase names, true/false for booleans, numbers."""
+    try:
+        return model.model_validate(data, strict=True, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise ApiError(400, "Invalid settings", describe_validation_error(exc)) from None
+
+
+def _settings_from(run: VGGTRun, given: VGGTSettings) -> VGGTSettings:
+    """The run's newest version's settings with the ones the request gave."""
+    newest = run.version()
+    base = newest.settings if newest is not None else run.settings
+    return base.model_copy(update={name: getattr(given, name) for name in given.model_fields_set})
+
+
+def _file_response(call: Call, path: str, found: os.stat_result, media: str, name: str) -> Response:
+    """A file with Range and ETag support; 304 when the client's If-None-Match matches."""
+    response = FileResponse(path, media_type=media, filename=name, stat_result=found)
+    etag = response.headers["etag"]
+    wanted = call.request.headers.get("if-none-match", "")
+    if etag in {tag.strip() for tag in wanted.split(",")} or wanted.strip() == "*":
+        return Response(status_code=304, headers={"etag": etag})
+    return response
+
+
+def _regular_file(path: os.PathLike[str] | None) -> tuple[str, os.stat_result] | None:
+    if path is None:
+        return None
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return (os.fspath(path), found) if stat.S_ISREG(found.st_mode) else None
+
+
 # --- handlers ------------------------------------------------------------------------------
 
 
@@ -125,6 +203,39 @@ async def create_run(call: Call) -> Response:
     presize = call.service.config.presize if body.presize is None else body.presize
     run = await _call(call.service.create_run, body.settings, presize=presize)
     return _json(RunRef(run_id=run.run_id, status=run.status), 201)
+
+
+def _video_form(fields: Mapping[str, str]) -> VideoRunForm:
+    # Form fields are text: only the documented spellings are read (as the JSON routes are
+    # strict), and a field left blank takes its default.
+    data: dict[str, Any] = {}
+    text = {k: v.strip() for k, v in fields.items() if v.strip()}
+    try:
+        if "settings" in text:
+            data["settings"] = json.loads(text["settings"])
+        if "fps" in text:
+            data["fps"] = float(text["fps"])
+    except ValueError:
+        raise ApiError(400, "Invalid settings", "settings must be JSON and fps a number.") from None
+    if "presize" in text:
+        if text["presize"] not in ("true", "false"):
+            raise ApiError(400, "Invalid settings", "presize must be true or false.")
+        data["presize"] = text["presize"] == "true"
+    try:
+        return VideoRunForm.model_validate(data, strict=True, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise ApiError(400, "Invalid settings", describe_validation_error(exc)) from None
+
+
+async def submit_video(call: Call) -> Response:
+    service = call.service
+    name, data, fields = await read_video(call.request, max_bytes=service.video_limits.max_bytes)
+    form = _video_form(fields)
+    presize = service.config.presize if form.presize is None else form.presize
+    run = await _call(
+        service.submit_video, form.settings, name, data, fps=form.fps, presize=presize
+    )
+    return _json(RunRef(run_id=run.run_id, status=RunStatus.processing), 202)
 
 
 async def upload_images(call: Call) -> Response:
@@ -193,30 +304,13 @@ async def get_artifact(call: Call) -> Response:
 
     def locate() -> tuple[str, os.stat_result] | None:
         service.get(call.run_id)
-        path = service.artifact(call.run_id, kind)
-        if path is None:
-            return None
-        try:
-            found = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        return (str(path), found) if stat.S_ISREG(found.st_mode) else None
+        return _regular_file(service.artifact(call.run_id, kind))
 
     located = await _call(locate)
     if located is None:
         raise ApiError(404, "Artifact not found", f"Run {call.run_id} has no {kind} file (yet).")
-    path, stat_result = located
-    response = FileResponse(
-        path,
-        media_type=MEDIA_TYPES[kind],
-        filename=f"{call.run_id}{SUFFIXES[kind]}",
-        stat_result=stat_result,
-    )
-    etag = response.headers["etag"]
-    wanted = call.request.headers.get("if-none-match", "")
-    if etag in {tag.strip() for tag in wanted.split(",")} or wanted.strip() == "*":
-        return Response(status_code=304, headers={"etag": etag})
-    return response
+    path, found = located
+    return _file_response(call, path, found, MEDIA_TYPES[kind], f"{call.run_id}{SUFFIXES[kind]}")
 
 
 async def delete_run(call: Call) -> Response:
@@ -239,6 +333,115 @@ async def cancel_run(call: Call) -> Response:
 
 async def retry_run(call: Call) -> Response:
     run = await _call(call.service.retry, call.run_id)
+    return _json(RunRef(run_id=run.run_id, status=run.status), 202)
+
+
+async def rerender(call: Call) -> Response:
+    body = _strict(RerenderRequest, await read_json(call.request))
+    service = call.service
+
+    def start() -> dict[str, Any]:
+        run = service.get(call.run_id)
+        if body.frame is not None and body.frame >= len(run.images):
+            raise ApiError(
+                400,
+                "Invalid frame",
+                f"Frame {body.frame} is out of range: run {call.run_id} has "
+                f"{len(run.images)} frame(s) (0 is the first).",
+            )
+        settings = _settings_from(run, body.settings)
+        version = service.rerender(call.run_id, settings, frame=body.frame)
+        return version_view(service, call.run_id, version, call.prefix)
+
+    return JSONResponse(await _call(start), status_code=202)
+
+
+async def cancel_rerender(call: Call) -> Response:
+    def cancel() -> dict[str, Any]:
+        return run_view(call.service, call.service.cancel_render(call.run_id), call.prefix)
+
+    return JSONResponse(await _call(cancel))
+
+
+async def list_versions(call: Call) -> Response:
+    def versions() -> dict[str, Any]:
+        run = call.service.get(call.run_id)
+        views = [version_view(call.service, run.run_id, v, call.prefix) for v in run.all_versions]
+        return {"runId": run.run_id, "versions": views}
+
+    return JSONResponse(await _call(versions))
+
+
+async def get_version_glb(call: Call) -> Response:
+    raw = str(call.request.path_params["number"])
+    if not VERSION_NUMBER.fullmatch(raw):
+        raise ApiError(
+            400, "Invalid version number", "A version number is a whole number from 1 up."
+        )
+    number = int(raw)
+    service = call.service
+
+    def locate() -> tuple[str, os.stat_result] | None:
+        version = service.get(call.run_id).version(number)
+        if version is None or version.status is not RenderStatus.completed:
+            return None
+        return _regular_file(service.store.version_file(call.run_id, version.glb))
+
+    located = await _call(locate)
+    if located is None:
+        raise ApiError(
+            404, "Version not found", f"Run {call.run_id} has no rendered version {number}."
+        )
+    path, found = located
+    name = f"{call.run_id}.glb" if number == 1 else f"{call.run_id}_v{number}.glb"
+    return _file_response(call, path, found, MEDIA_TYPES["glb"], name)
+
+
+EXPORT_MEDIA = {".zip": "application/zip", ".json": "application/json", ".ply": "application/ply"}
+
+
+async def get_version_export(call: Call) -> Response:
+    raw = str(call.request.path_params["number"])
+    fmt = str(call.request.path_params["format"])
+    if not VERSION_NUMBER.fullmatch(raw):
+        raise ApiError(
+            400, "Invalid version number", "A version number is a whole number from 1 up."
+        )
+    if fmt not in EXPORT_SUFFIXES:
+        raise ApiError(
+            404, "Unknown export format", f"Expected one of: {', '.join(EXPORT_SUFFIXES)}."
+        )
+    number = int(raw)
+
+    def make() -> tuple[str, os.stat_result] | None:
+        return _regular_file(call.service.export(call.run_id, fmt, version=number))  # type: ignore[arg-type]
+
+    located = await _call(make)
+    if located is None:
+        raise ApiError(404, "Export not found", f"Run {call.run_id} has no such export.")
+    path, found = located
+    suffix = os.path.splitext(path)[1]
+    name = f"{call.run_id}_v{number}{EXPORT_SUFFIXES[fmt]}"
+    return _file_response(call, path, found, EXPORT_MEDIA[suffix], name)
+
+
+async def get_run_archive(call: Call) -> Response:
+    located = await _call(lambda: _regular_file(call.service.export_run(call.run_id)))
+    if located is None:
+        raise ApiError(404, "Export not found", f"Run {call.run_id} could not be archived.")
+    path, found = located
+    return _file_response(call, path, found, EXPORT_MEDIA[".zip"], f"{call.run_id}.zip")
+
+
+async def rerun(call: Call) -> Response:
+    body = _strict(RerunRequest, await read_json(call.request))
+    service = call.service
+
+    def start() -> VGGTRun:
+        settings = _settings_from(service.get(call.run_id), body.settings)
+        return service.rerun(call.run_id, settings)
+
+    run = await _call(start)
     return _json(RunRef(run_id=run.run_id, status=run.status), 202)
 
 
@@ -291,6 +494,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {201: RunRef},
         (400, 413, 415, *_COMMON),
         body=CreateRunRequest,
+    ),
+    Endpoint(
+        "POST",
+        "/videos",
+        submit_video,
+        "Create a run from one video's frames and start it",
+        {202: RunRef},
+        (400, 413, 415, *_COMMON),
+        failure="Failed to submit the video",
+        body="video",
     ),
     Endpoint(
         "GET",
@@ -358,6 +571,74 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         failure="Failed to retry",
     ),
     Endpoint(
+        "POST",
+        "/runs/{runId}/rerender",
+        rerender,
+        "Re-render a completed run with new settings as a new version (no GPU)",
+        {202: VersionView},
+        (409, 413, 415, *_RUN),
+        failure="Failed to re-render",
+        body=RerenderRequest,
+        tags=("versions",),
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{runId}/rerender/cancel",
+        cancel_rerender,
+        "Cancel the run's waiting or running re-render",
+        {200: RunView},
+        _RUN,
+        failure="Failed to cancel the re-render",
+        tags=("versions",),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{runId}/versions",
+        list_versions,
+        "The run's versions, oldest first, each with its GLB's URL once rendered",
+        {200: VersionList},
+        _RUN,
+        tags=("versions",),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{runId}/versions/{number}/glb",
+        get_version_glb,
+        "Download a version's GLB (Range and ETag supported)",
+        {200: "file", 206: "file", 304: None},
+        (416, *_RUN),
+        tags=("versions",),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{runId}/versions/{number}/exports/{format}",
+        get_version_export,
+        "A version as COLMAP (zip), cameras (JSON), nerfstudio (zip) or PLY, made on first ask",
+        {200: "file", 206: "file", 304: None},
+        (416, 422, *_RUN),
+        failure="Export not possible",
+        tags=("versions",),
+    ),
+    Endpoint(
+        "GET",
+        "/runs/{runId}/archive",
+        get_run_archive,
+        "The whole run as a zip: metadata, images, every version's GLB, prepared exports",
+        {200: "file", 206: "file", 304: None},
+        (416, *_RUN),
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{runId}/rerun",
+        rerun,
+        "Start a new run of this run's images with new settings, linked as its parent",
+        {202: RunRef},
+        (409, 413, 415, *_RUN),
+        failure="Failed to re-run",
+        body=RerunRequest,
+        tags=("versions",),
+    ),
+    Endpoint(
         "GET",
         "/health",
         health,
@@ -404,7 +685,8 @@ def _endpoint(spec: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
+    """A routing refusal (404, 405) in the API's error shape."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     titles = {404: "Not found", 405: "Method not allowed"}
     detail = exc.detail if isinstance(exc, HTTPException) else "The server failed; see its log."
@@ -430,5 +712,5 @@ def build_router() -> Starlette:
 
     return Starlette(
         routes=[route(path, handlers) for path, handlers in by_path.items()],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: http_error},
     )

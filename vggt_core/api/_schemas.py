@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ..models import RunStatus, VGGTRun, VGGTSettings
+from ..models import RunStatus, RunVersion, VGGTRun, VGGTSettings
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
 
 __all__ = [
     "ArtifactLinks",
@@ -26,10 +27,15 @@ __all__ = [
     "HealthResponse",
     "Limits",
     "ListQuery",
+    "RerenderRequest",
+    "RerunRequest",
     "RunList",
     "RunRef",
     "RunView",
     "UploadResponse",
+    "VersionList",
+    "VersionView",
+    "VideoRunForm",
 ]
 
 MAX_PAGE = 200
@@ -56,6 +62,54 @@ class CreateRunRequest(ApiModel):
         None,
         description="Send model-sized images (the same pixels VGGT sees, fewer bytes); "
         "default: the server's VGGT_PRESIZE.",
+    )
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    # JSON has one number type: 2.0 is the whole number 2, as JSON Schema's "integer" says.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class RerenderRequest(ApiModel):
+    """`POST /api/runs/{runId}/rerender`: new settings for a new version (no GPU)."""
+
+    settings: VGGTSettings = Field(
+        default_factory=VGGTSettings,
+        description="The settings to change; those omitted keep the newest version's.",
+    )
+    frame: Annotated[int | None, BeforeValidator(_whole_float_as_int)] = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Show only this frame's points (0 is the first, in model order); "
+        "null: all frames.",
+    )
+
+
+class RerunRequest(ApiModel):
+    """`POST /api/runs/{runId}/rerun`: a new run of the same images with new settings."""
+
+    settings: VGGTSettings = Field(
+        default_factory=VGGTSettings,
+        description="The settings to change; those omitted keep the newest version's.",
+    )
+
+
+class VideoRunForm(ApiModel):
+    """`POST /api/videos`: the form fields beside the video file (all optional)."""
+
+    settings: VGGTSettings = Field(
+        default_factory=VGGTSettings, description="The settings, as a JSON object in one field."
+    )
+    fps: float = Field(
+        1.0,
+        ge=MIN_SAMPLE_FPS,
+        le=MAX_SAMPLE_FPS,
+        allow_inf_nan=False,
+        description="Frames kept per second of the clip.",
+    )
+    presize: bool | None = Field(
+        None, description="Send model-sized frames; default: the server's VGGT_PRESIZE."
     )
 
 
@@ -113,6 +167,21 @@ class RunView(VGGTRun):
     """A run's metadata (`metadata.json`) with `artifacts` as download URLs."""
 
     artifacts: ArtifactLinks = Field(default_factory=ArtifactLinks)  # type: ignore[assignment]
+
+
+class VersionView(RunVersion):
+    """One version of a run (`RunVersion`) with `glb` as its download URL once rendered."""
+
+    glb: str | None = Field(
+        None, description="`/api/runs/<id>/versions/<n>/glb` once rendered; null before."
+    )
+
+
+class VersionList(ApiModel):
+    """`GET /api/runs/{runId}/versions`: every version, oldest first (1 is the reconstruction)."""
+
+    run_id: str
+    versions: list[VersionView]
 
 
 class BrokenRunView(ApiModel):

@@ -1,9 +1,10 @@
 """`python -m vggt_core` / `vggt-studio`: the studio's commands on the same storage as the app.
 
-    submit IMAGES… [--conf 45 --mode pointmap|depth --mask-black --mask-white --mask-sky
-                    --no-cameras --no-presize] [--wait]
+    submit IMAGES… | --video FILE [--fps N]  [--conf 45 --mode pointmap|depth --mask-black
+                    --mask-white --mask-sky --no-cameras --no-presize] [--wait]
     list [--status S] [--search TEXT] [--limit N]      show RUN      wait RUN
-    download RUN --out DIR     retry RUN     cancel RUN     delete RUN [--yes] [--force]
+    download RUN --out DIR [--version N]     retry RUN     cancel RUN     delete RUN [--yes]
+    rerender RUN [settings…] [--frame I] [--wait]     versions RUN     rerun RUN [settings…]
     check      worker      serve [--host H --port P]
 
 Every verb takes `--json` (machine-readable output on stdout), `--storage DIR` (else
@@ -37,6 +38,8 @@ from ..models import (
     describe_validation_error,
 )
 from ..storage import is_valid_run_id
+from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
+from ._export import add_export_parser, cmd_export
 from ._show import Progress, print_json, run_lines, run_row
 from ._studio import (
     EXIT_FAILED,
@@ -49,6 +52,7 @@ from ._studio import (
     Started,
     Studio,
 )
+from ._versions import VERSION_VERBS, add_version_verbs, cancel_rerender
 
 __all__ = ["VERBS", "build_parser", "main"]
 
@@ -98,7 +102,10 @@ def _exit_code(run: VGGTRun) -> int:
     if run.status is RunStatus.completed:
         return EXIT_OK
     if run.status is RunStatus.failed:
-        return EXIT_UNREACHABLE if reads_unreachable(run.error) else EXIT_FAILED
+        unreachable = run.error_kind == "unreachable" or (
+            run.error_kind is None and reads_unreachable(run.error)  # a run stored before kinds
+        )
+        return EXIT_UNREACHABLE if unreachable else EXIT_FAILED
     return EXIT_FAILED if run.status in FINAL_STATUSES else EXIT_OK
 
 
@@ -170,7 +177,11 @@ def _started(args: argparse.Namespace, studio: Studio, started: Started) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, studio: Studio) -> int:
-    files = _image_files(args.images)
+    if bool(args.images) == bool(args.video):
+        raise CliError("Give image files or folders, or one --video FILE (not both).", EXIT_USAGE)
+    if args.fps is not None and not args.video:
+        raise CliError("--fps samples a video: use it with --video FILE.", EXIT_USAGE)
+    files = _image_files(args.images) if args.images else []
     try:
         settings = VGGTSettings(
             conf_threshold=args.conf,
@@ -183,6 +194,12 @@ def cmd_submit(args: argparse.Namespace, studio: Studio) -> int:
     except ValidationError as exc:
         raise CliError(describe_validation_error(exc), EXIT_USAGE) from None
     presize = False if args.no_presize else None
+    if args.video:
+        video = Path(args.video)
+        if not video.is_file():
+            raise CliError(f"{video}: no such file.", EXIT_USAGE)
+        fps = 1.0 if args.fps is None else args.fps
+        return _started(args, studio, studio.submit_video(video, settings, presize, fps))
     return _started(args, studio, studio.submit(files, settings, presize))
 
 
@@ -217,6 +234,8 @@ def cmd_show(args: argparse.Namespace, studio: Studio) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, studio: Studio) -> int:
+    if cancel_rerender(args, studio):
+        return EXIT_OK
     run = studio.cancel(args.run)
     if args.json:
         print_json(run.to_json_dict())
@@ -254,9 +273,10 @@ def cmd_delete(args: argparse.Namespace, studio: Studio) -> int:
 
 
 def cmd_download(args: argparse.Namespace, studio: Studio) -> int:
-    written = studio.download(args.run, Path(args.out))
+    written = studio.download(args.run, Path(args.out), args.version)
     if not written:
-        raise CliError(f"Run {args.run} has no file to download (yet).")
+        what = "file" if args.version is None else f"rendered version {args.version}"
+        raise CliError(f"Run {args.run} has no {what} to download (yet).")
     if args.json:
         print_json({"runId": args.run, "files": [str(p) for p in written]})
     else:
@@ -344,6 +364,7 @@ VERBS: dict[str, Verb] = {
     "check": cmd_check,
     "worker": cmd_worker,
     "serve": cmd_serve,
+    **VERSION_VERBS,
 }
 
 
@@ -368,6 +389,18 @@ def _conf(value: str) -> float:
     return number
 
 
+def _fps(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number") from None
+    if not MIN_SAMPLE_FPS <= number <= MAX_SAMPLE_FPS:
+        raise argparse.ArgumentTypeError(
+            f"the sampling rate is from {MIN_SAMPLE_FPS:g} to {MAX_SAMPLE_FPS:g} a second"
+        )
+    return number
+
+
 def _limit(value: str) -> int:
     try:
         number = int(value)
@@ -375,6 +408,16 @@ def _limit(value: str) -> int:
         raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
     if not 1 <= number <= 200:
         raise argparse.ArgumentTypeError("from 1 to 200")
+    return number
+
+
+def _version_number(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("versions count from 1 (the reconstruction)")
     return number
 
 
@@ -415,8 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     def verb(name: str, text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return verbs.add_parser(name, help=text, description=text, parents=[common, *parents])
 
-    p = verb("submit", "create a run from images and start it", waits)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of them")
+    p = verb("submit", "create a run from images (or one video's frames) and start it", waits)
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, or folders of them")
+    p.add_argument("--video", metavar="FILE", help="one video (mp4, mov, webm, mkv) instead")
+    p.add_argument(
+        "--fps", type=_fps, metavar="N", help="frames kept per second of the video (default 1)"
+    )
     p.add_argument("--conf", type=_conf, default=50.0, help="confidence percentile (default 50)")
     p.add_argument("--mode", choices=sorted(PREDICTION_MODES), default="depth")
     p.add_argument("--mask-black", action="store_true", help="drop near-black pixels")
@@ -433,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("show", "a run's settings, status, times, error and files"),
-        ("cancel", "cancel a waiting or running run"),
+        ("cancel", "cancel a waiting or running run (or a completed run's re-render)"),
     ):
         verb(name, text).add_argument("run", type=_run_id, metavar="RUN")
     p = verb("wait", "follow a run until it ends", waits)
@@ -441,9 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("retry", "run a failed or cancelled run again", waits)
     p.add_argument("run", type=_run_id, metavar="RUN")
     p.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    p = verb("download", "copy a run's GLB (and predictions) into a folder")
+    p = verb("download", "copy a run's newest GLB (and predictions) into a folder")
     p.add_argument("run", type=_run_id, metavar="RUN")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--version", type=_version_number, metavar="N", help="only version N's GLB")
+    add_version_verbs(verb, waits, _run_id, _conf)
     p = verb("delete", "delete a run and its files")
     p.add_argument("run", type=_run_id, metavar="RUN")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -454,12 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8600)
     p.add_argument("--quiet", action="store_true", help="no access log")
+    add_export_parser(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; its exit code."""
     args = build_parser().parse_args(argv)
+    if args.verb == "export":
+        return cmd_export(args)
     studio: Studio | None = None
     try:
         studio = _studio(args)

@@ -114,4 +114,13 @@ def run_lines(run: VGGTRun) -> list[str]:
         lines.append(f"files      {' · '.join(files)}")
     if run.attempts:
         lines.append(f"attempts   {run.attempt} ({len(run.attempts)} earlier)")
+    versions = run.all_versions
+    if len(versions) > 1:
+        newest = run.version()
+        shown = f", newest rendered v{newest.number}" if newest is not None else ""
+        lines.append(f"versions   {len(versions)}{shown} (see: versions {run.run_id})")
+    if run.render is not None:
+        lines.append(f"rendering  v{run.render.number} ({run.render.status.value})")
+    if run.parent_run_id:
+        lines.append(f"parent     {run.parent_run_id} (this run re-runs it)")
     return lines

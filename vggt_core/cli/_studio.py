@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +21,8 @@ from pydantic import ValidationError
 from ..config import StudioConfig
 from ..errors import VGGTError, reads_unreachable
 from ..heartbeat import live_workers
-from ..models import RunStatus, VGGTRun, VGGTSettings
+from ..models import RenderStatus, RunStatus, RunVersion, VGGTRun, VGGTSettings
 from ..service import StudioService
-from ..storage import ARTIFACT_FILES
 
 __all__ = [
     "EXIT_FAILED",
@@ -33,12 +33,27 @@ __all__ = [
     "CliError",
     "LocalStudio",
     "RemoteStudio",
+    "Started",
     "Studio",
+    "glb_name",
+    "merged_settings",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 POLL_S = 0.25
 SUFFIXES = {"glb": ".glb", "predictions": ".npz"}
+
+
+def glb_name(run_id: str, number: int) -> str:
+    """A version's GLB as downloaded: `<runId>.glb` (the reconstruction), `<runId>_v<n>.glb`."""
+    return f"{run_id}.glb" if number == 1 else f"{run_id}_v{number}.glb"
+
+
+def merged_settings(run: VGGTRun, changes: dict[str, Any]) -> VGGTSettings:
+    """The run's newest version's settings with these changes (snake_case names); validated."""
+    newest = run.version()
+    base = newest.settings if newest is not None else run.settings
+    return VGGTSettings.model_validate({**base.model_dump(), **changes})
 
 
 class CliError(Exception):
@@ -83,6 +98,12 @@ class Studio(abc.ABC):
         """Create a run with these images and start it."""
 
     @abc.abstractmethod
+    def submit_video(
+        self, video: Path, settings: VGGTSettings, presize: bool | None, fps: float
+    ) -> Started:
+        """Create a run from a video's frames sampled at `fps` and start it."""
+
+    @abc.abstractmethod
     def retry(self, run_id: str) -> Started:
         """Start a failed or cancelled run again."""
 
@@ -105,8 +126,53 @@ class Studio(abc.ABC):
         """Delete a run and its files."""
 
     @abc.abstractmethod
-    def download(self, run_id: str, out: Path) -> list[Path]:
-        """Copy the run's files into `out`; the paths written."""
+    def download(self, run_id: str, out: Path, version: int | None = None) -> list[Path]:
+        """Copy the run's files into `out` (the newest version's GLB and the predictions), or
+        only version `version`'s GLB; the paths written."""
+
+    @abc.abstractmethod
+    def rerender(self, run_id: str, changes: dict[str, Any], frame: int | None) -> RunVersion:
+        """Queue a re-render: the newest version's settings with these changes (snake_case)."""
+
+    @abc.abstractmethod
+    def cancel_render(self, run_id: str) -> VGGTRun:
+        """Cancel the run's waiting or running re-render."""
+
+    @abc.abstractmethod
+    def rerun(self, run_id: str, changes: dict[str, Any]) -> Started:
+        """Start a new run of this run's images with changed settings, linked to it."""
+
+    @property
+    def renders_here(self) -> bool:
+        """Whether a re-render runs in this process (so the command must wait for it)."""
+        return False
+
+    def versions(self, run_id: str) -> list[RunVersion]:
+        """The run's versions, oldest first."""
+        return self.get(run_id).all_versions
+
+    def wait_render(
+        self,
+        run_id: str,
+        number: int,
+        on_update: Callable[[RunVersion], None],
+        timeout: float | None = None,
+    ) -> RunVersion:
+        """Poll a version until it is rendered or ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            version = self.get(run_id).version(number)
+            if version is None:
+                raise CliError(f"Run {run_id} has no version {number}.")
+            on_update(version)
+            if not version.is_active:
+                return version
+            if deadline is not None and time.monotonic() > deadline:
+                raise CliError(
+                    f"Version {number} of run {run_id} is still {version.status.value} "
+                    f"after {timeout:g} s."
+                )
+            time.sleep(POLL_S)
 
     @abc.abstractmethod
     def check(self) -> CheckResult:
@@ -179,6 +245,22 @@ class LocalStudio(Studio):
             raise _core_error(exc) from None
         return Started(run, note, foreground)
 
+    def submit_video(
+        self, video: Path, settings: VGGTSettings, presize: bool | None, fps: float
+    ) -> Started:
+        service, note, foreground = self._runner()
+        try:
+            run = service.submit_video(
+                settings,
+                video.name,
+                video,
+                fps=fps,
+                presize=self.config.presize if presize is None else presize,
+            )
+        except VGGTError as exc:
+            raise _core_error(exc) from None
+        return Started(run, note, foreground)
+
     def retry(self, run_id: str) -> Started:
         service, note, foreground = self._runner()
         try:
@@ -222,18 +304,51 @@ class LocalStudio(Studio):
         except VGGTError as exc:
             raise _core_error(exc) from None
 
-    def download(self, run_id: str, out: Path) -> list[Path]:
-        self.get(run_id)
+    def download(self, run_id: str, out: Path, version: int | None = None) -> list[Path]:
+        run = self.get(run_id)
+        chosen = run.version(version)
+        sources: list[tuple[Path, str]] = []
+        if chosen is not None and chosen.status is RenderStatus.completed:
+            path = self.service.store.version_file(run_id, chosen.glb)
+            if path is not None:
+                sources.append((path, glb_name(run_id, chosen.number)))
+        elif version is None and (path := self.service.artifact(run_id, "glb")) is not None:
+            sources.append((path, glb_name(run_id, 1)))
+        predictions = self.service.artifact(run_id, "predictions")
+        if version is None and predictions is not None:
+            sources.append((predictions, f"{run_id}{SUFFIXES['predictions']}"))
         written = []
-        for kind in ARTIFACT_FILES:
-            path = self.service.artifact(run_id, kind)  # type: ignore[arg-type]
-            if path is None:
-                continue
+        for path, name in sources:
             out.mkdir(parents=True, exist_ok=True)
-            target = out / f"{run_id}{SUFFIXES[kind]}"
+            target = out / name
             shutil.copyfile(path, target)
             written.append(target)
         return written
+
+    @property
+    def renders_here(self) -> bool:
+        return True
+
+    def rerender(self, run_id: str, changes: dict[str, Any], frame: int | None) -> RunVersion:
+        try:
+            settings = merged_settings(self.get(run_id), changes)
+            return self.service.rerender(run_id, settings, frame=frame)
+        except VGGTError as exc:
+            raise _core_error(exc) from None
+
+    def cancel_render(self, run_id: str) -> VGGTRun:
+        try:
+            return self.service.cancel_render(run_id)
+        except VGGTError as exc:
+            raise _core_error(exc) from None
+
+    def rerun(self, run_id: str, changes: dict[str, Any]) -> Started:
+        service, note, foreground = self._runner()
+        try:
+            settings = merged_settings(self.get(run_id), changes)
+            return Started(service.rerun(run_id, settings), note, foreground)
+        except VGGTError as exc:
+            raise _core_error(exc) from None
 
     def check(self) -> CheckResult:
         report = self.service.check()
@@ -302,6 +417,20 @@ class RemoteStudio(Studio):
             raise
         return Started(self.get(run_id), f"The studio at {self.where} runs it.", False)
 
+    def submit_video(
+        self, video: Path, settings: VGGTSettings, presize: bool | None, fps: float
+    ) -> Started:
+        form = {"settings": json.dumps(settings.to_json_dict()), "fps": str(fps)}
+        if presize is not None:
+            form["presize"] = "true" if presize else "false"
+        try:
+            handle = video.open("rb")
+        except OSError as exc:
+            raise CliError(f"Cannot read {video}: {exc.strerror}.", EXIT_USAGE) from None
+        with handle:
+            data = self._json("POST", "/videos", data=form, files=[("video", (video.name, handle))])
+        return Started(self.get(data["runId"]), f"The studio at {self.where} runs it.", False)
+
     def retry(self, run_id: str) -> Started:
         self._request("POST", f"/runs/{run_id}/retry")
         return Started(self.get(run_id), f"The studio at {self.where} runs it.", False)
@@ -326,33 +455,62 @@ class RemoteStudio(Studio):
     def delete(self, run_id: str, force: bool) -> None:
         self._request("DELETE", f"/runs/{run_id}", params={"force": str(force).lower()})
 
-    def download(self, run_id: str, out: Path) -> list[Path]:
+    def download(self, run_id: str, out: Path, version: int | None = None) -> list[Path]:
         run = self.get(run_id)
+        chosen = run.version(version)
+        sources: list[tuple[str, str]] = []
+        if chosen is not None and chosen.status is RenderStatus.completed:
+            name = glb_name(run_id, chosen.number)
+            sources.append((f"/runs/{run_id}/versions/{chosen.number}/glb", name))
+        elif version is None and run.artifacts.glb is not None:
+            sources.append((f"/runs/{run_id}/artifacts/glb", glb_name(run_id, 1)))
+        if version is None and run.artifacts.predictions is not None:
+            name = f"{run_id}{SUFFIXES['predictions']}"
+            sources.append((f"/runs/{run_id}/artifacts/predictions", name))
         written = []
-        for kind in ARTIFACT_FILES:
-            if getattr(run.artifacts, kind, None) is None:
-                continue
+        for url, name in sources:
             out.mkdir(parents=True, exist_ok=True)
-            target = out / f"{run_id}{SUFFIXES[kind]}"
-            partial = target.with_name(f".{target.name}.part")
-            try:
-                with self._http.stream("GET", f"/runs/{run_id}/artifacts/{kind}") as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        raise CliError(_error_text(response))
-                    with partial.open("wb") as handle:
-                        for chunk in response.iter_bytes(1 << 20):
-                            handle.write(chunk)
-                partial.replace(target)
-            except httpx.TransportError as exc:
-                raise CliError(
-                    f"Downloading from {self.where} failed: {exc or type(exc).__name__}.",
-                    EXIT_UNREACHABLE,
-                ) from None
-            finally:
-                partial.unlink(missing_ok=True)
-            written.append(target)
+            written.append(self._fetch(url, out / name))
         return written
+
+    def _fetch(self, url: str, target: Path) -> Path:
+        partial = target.with_name(f".{target.name}.part")
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CliError(_error_text(response))
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes(1 << 20):
+                        handle.write(chunk)
+            partial.replace(target)
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"Downloading from {self.where} failed: {exc or type(exc).__name__}.",
+                EXIT_UNREACHABLE,
+            ) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    def rerender(self, run_id: str, changes: dict[str, Any], frame: int | None) -> RunVersion:
+        # Only the changes: the server keeps the newest version's settings for the others.
+        settings = VGGTSettings.model_validate(changes)
+        body = {"settings": settings.model_dump(mode="json", by_alias=True, include=set(changes))}
+        data = self._json("POST", f"/runs/{run_id}/rerender", json={**body, "frame": frame})
+        try:
+            return RunVersion.model_validate({**data, "glb": None})
+        except ValidationError:
+            raise CliError(f"The studio at {self.where} answered an unexpected version.") from None
+
+    def cancel_render(self, run_id: str) -> VGGTRun:
+        return self._run(self._json("POST", f"/runs/{run_id}/rerender/cancel"))
+
+    def rerun(self, run_id: str, changes: dict[str, Any]) -> Started:
+        settings = VGGTSettings.model_validate(changes)
+        body = {"settings": settings.model_dump(mode="json", by_alias=True, include=set(changes))}
+        new_id = self._json("POST", f"/runs/{run_id}/rerun", json=body)["runId"]
+        return Started(self.get(new_id), f"The studio at {self.where} runs it.", False)
 
     def check(self) -> CheckResult:
         data = self._json("GET", "/health", params={"check": "true"})

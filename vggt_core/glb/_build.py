@@ -106,8 +106,10 @@ def integrate_camera_into_scene(
             _transform_points(_homogeneous(rot_z(2)), cone.vertices),
         ]
     )
+    # process=True (trimesh's default, as the Space) merges the shared apex and drops the unused
+    # base centre: 14 vertices in first-seen order, the layout the camera reader expects.
     mesh = trimesh.Trimesh(
-        vertices=_transform_points(complete, vertices), faces=_camera_faces(cone), process=False
+        vertices=_transform_points(complete, vertices), faces=_camera_faces(cone)
     )
     # One colour per cone: vertex colours export without scipy (face colours would need it).
     mesh.visual.vertex_colors = np.tile([*face_colors, 255], (len(mesh.vertices), 1))  # type: ignore[union-attr]

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import av
+import av.error
 import gradio as gr
 import numpy as np
 from PIL import Image
@@ -48,35 +50,37 @@ def _file_facts(param: str, path: str) -> dict[str, Any]:
     }
 
 
-def extract_video_frames(video_path: str | Path, images_dir: Path) -> list[Path]:
-    """One frame per second as 000000.png, 000001.png, … (Pillow-decodable animations only)."""
-    message = (
-        f"The local stand-in cannot decode the video {Path(video_path).name!r}: there is no "
-        "OpenCV or ffmpeg here. Send images, or an animated GIF/WebP/PNG as the video."
-    )
+def extract_video_frames(
+    video_path: str | Path, images_dir: Path, *, faithful: bool = True
+) -> list[Path]:
+    """The Space's sampling, decoded with PyAV: every int(fps)-th frame counting from 1 (so the
+    first frame is skipped), as 000000.png, 000001.png, …; a clip under 1 fps divides by zero
+    as the Space does unless `faithful` is off (then every frame is kept)."""
+    refused = f"The local stand-in cannot decode the video {Path(video_path).name!r}."
     try:
-        clip = Image.open(video_path)
-    except (OSError, ValueError) as exc:
-        raise gr.Error(message) from exc
+        container = av.open(str(video_path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise gr.Error(refused) from exc
     paths: list[Path] = []
-    with clip:
-        if not getattr(clip, "is_animated", False):
-            raise gr.Error(message)
-        frames = getattr(clip, "n_frames", 1)
-        durations = []
-        for index in range(frames):
-            clip.seek(index)
-            durations.append(clip.info.get("duration") or 100)
-        fps = 1000.0 / (sum(durations) / len(durations))
-        # The real demo keeps every int(fps)-th frame, counting from 1.
-        interval = max(1, int(fps))
-        for index in range(frames):
-            if (index + 1) % interval:
-                continue
-            clip.seek(index)
-            path = images_dir / f"{len(paths):06}.png"
-            clip.convert("RGB").save(path)
-            paths.append(path)
+    with container:
+        if not container.streams.video:
+            raise gr.Error(refused)
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        interval = int(fps * 1)  # the Space: frame_interval = int(fps * 1)
+        if interval < 1 and not faithful:
+            interval = 1
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                count += 1
+                if count % interval == 0:  # ZeroDivisionError below 1 fps, like the Space
+                    path = images_dir / f"{len(paths):06}.png"
+                    Image.fromarray(frame.to_ndarray(format="rgb24")).save(path)
+                    paths.append(path)
+        except av.error.FFmpegError as exc:
+            raise gr.Error(f"The local stand-in cannot decode the video: {exc}") from exc
     return paths
 
 
@@ -214,7 +218,8 @@ class StandIn:
             shutil.copy(file_path, destination)
             image_paths.append(destination)
         if input_video is not None:
-            image_paths += extract_video_frames(input_video, images_dir)
+            faithful = self.current_options()[0].faithful_video
+            image_paths += extract_video_frames(input_video, images_dir, faithful=faithful)
         return target_dir, sorted(str(p) for p in image_paths)
 
     def update_gallery_on_upload(
@@ -322,7 +327,10 @@ class StandIn:
             "is_example": is_example,
         }
         self._record("/update_visualization", params, request)
-        if is_example == "True":
+        options, _ = self.current_options()
+        if options.render_delay:
+            time.sleep(options.render_delay)  # a busy Space CPU, seen as a slow handler
+        if is_example == "True" or options.forget:
             return None, NO_RECONSTRUCTION
         work = self._resolve(target_dir)
         if work is None:

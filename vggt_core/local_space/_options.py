@@ -23,6 +23,9 @@ RUNTIME_FIELDS = (
     "download_garbage",
     "download_truncate",
     "download_rate",
+    "forget",
+    "render_delay",
+    "faithful_video",
 )
 
 
@@ -42,9 +45,14 @@ class StandInOptions:
     download_garbage: bool = False
     download_truncate: float | None = None
     download_rate: float | None = None
+    forget: bool = False
+    render_delay: float = 0.0
     return_predictions: bool = False
     queue_max_size: int | None = 20
     concurrency_limit: int | None = 1
+    # The Space's video sampling as it is (first frame skipped, ZeroDivisionError under 1 fps);
+    # off, a clip under 1 fps keeps every frame instead of failing.
+    faithful_video: bool = True
     _failure_epoch: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -54,8 +62,8 @@ class StandInOptions:
             raise ValueError("fail_times must be >= 0 or None")
         if self.exit_after is not None and self.exit_after < 0:
             raise ValueError("exit_after must be >= 0 or None")
-        if self.upload_delay < 0:
-            raise ValueError("upload_delay must be >= 0")
+        if self.upload_delay < 0 or self.render_delay < 0:
+            raise ValueError("upload_delay and render_delay must be >= 0")
         if self.download_status is not None and not 100 <= self.download_status <= 599:
             raise ValueError("download_status must be an HTTP status (100-599) or None")
         if self.download_truncate is not None and not 0 <= self.download_truncate < 1:
@@ -89,6 +97,10 @@ class StandInOptions:
             args += ["--download-truncate", str(self.download_truncate)]
         if self.download_rate is not None:
             args += ["--download-rate", str(self.download_rate)]
+        if self.forget:
+            args.append("--forget")
+        if self.render_delay:
+            args += ["--render-delay", str(self.render_delay)]
         if self.return_predictions:
             args.append("--return-predictions")
         args += ["--max-size", str(self.queue_max_size if self.queue_max_size is not None else 0)]

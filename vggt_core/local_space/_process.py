@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--download-garbage", action="store_true", help="serve an HTML page as the GLB download")
     add("--download-truncate", type=float, help="serve only this fraction (0-1) of each GLB")
     add("--download-rate", type=float, help="serve GLB downloads at this many bytes a second")
+    add("--render-delay", type=float, default=0.0, help="seconds each re-render call waits first")
+    add(
+        "--forget",
+        action="store_true",
+        help="answer every re-render as a restarted Space does: no reconstruction available",
+    )
     add("--return-predictions", action="store_true", help="add predictions.npz as 4th output")
     add("--max-size", type=int, default=20, help="queue max_size; 0 = unbounded (default 20)")
     add("--concurrency-limit", type=int, default=1, help="per-event concurrency; 0 = unlimited")
@@ -315,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         download_garbage=args.download_garbage,
         download_truncate=args.download_truncate,
         download_rate=args.download_rate,
+        forget=args.forget,
+        render_delay=args.render_delay,
         return_predictions=args.return_predictions,
         queue_max_size=args.max_size or None,
         concurrency_limit=args.concurrency_limit or None,
