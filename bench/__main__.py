@@ -17,6 +17,7 @@ MODULES = (
     "overhead",
     "concurrency",
     "history",
+    "history_scale",
     "memory",
     "preview",
     "upload_prep",

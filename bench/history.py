@@ -140,7 +140,7 @@ def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
     """(cold, warm median) ms of the first page, a status-filtered page, a text search and the
     status counts.
 
-    Cold: the first call on a fresh `StudioService(config, workers=False)` with no `.index.json`;
+    Cold: the first call on a fresh `StudioService(config, workers=False)` with no index file;
     warm: later calls on it.
     """
     queries: dict[str, Callable[[StudioService], object]] = {
@@ -151,7 +151,8 @@ def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
     }
     result = {}
     for name, query in queries.items():
-        (root / ".index.json").unlink(missing_ok=True)
+        for index_file in (".index.sqlite", ".index.sqlite-wal", ".index.sqlite-shm"):
+            (root / index_file).unlink(missing_ok=True)
         service = listing_service(root)
         try:
             cold = _ms(lambda q=query, s=service: q(s))
@@ -227,18 +228,10 @@ def page_seconds(storage: Path) -> float:
 
 def close_app_services() -> None:
     """Close the services app.py made in this process (one per storage folder, workers and a
-    sweep every 10 s): AppTest runs the app here, and the folders are about to be deleted.
+    sweep every 10 s): AppTest runs the app here, and the folders are about to be deleted."""
+    from vggt_core.shared import process_services
 
-    ui/ offers no public way to do this, hence its private cache.
-    """
-    from ui.app_context import _services, _services_lock
-
-    with _services_lock:
-        services = _services()
-        made = [service for _key, service in services.values()]
-        services.clear()
-    for service in made:
-        service.close()
+    process_services().close(interrupt=False)
 
 
 def page_ratio(big: Path, small: Path, repeats: int) -> tuple[float, float, float]:
@@ -288,7 +281,7 @@ def run(quick: bool) -> list[Figure]:
             figures.append(
                 Figure(
                     f"history_{name}_ms (warm; {labels[name]}, {count:,} runs)",
-                    f"{_shown_ms(warm)} (cold: {_shown_ms(cold)}, fresh service, no .index.json)",
+                    f"{_shown_ms(warm)} (cold: {_shown_ms(cold)}, fresh service, no index file)",
                     f"< {target:g}, warm" if target is not None else "",
                     warm < target if target is not None else None,
                 )

@@ -75,7 +75,7 @@ def tree(top: Path, *, skip: Path | None = None) -> dict[str, tuple]:
             d for d in dirnames if d not in CACHE_NAMES and (skip is None or here / d != skip)
         ]
         for name in dirnames + filenames:
-            if name in CACHE_NAMES or name.startswith(".tmp-.index.json"):
+            if name in CACHE_NAMES or name.startswith((".tmp-.index.json", ".index.sqlite")):
                 continue
             path = here / name
             rel = str(path.relative_to(top))
@@ -421,8 +421,8 @@ def test_property_damaged_metadata_is_named_and_the_rest_still_list(three_runs, 
 @example(content=b'{"run_1700000000000_abcdef": [1, 2, "queued", [1, 2]]}')
 def test_property_damaged_index_file_is_rebuilt(three_runs, content):
     store, ids, _ = three_runs
-    TRIED["damaged .index.json"] += 1
-    (store.root / ".index.json").write_bytes(content)
+    TRIED["damaged .index.sqlite"] += 1
+    (store.root / ".index.sqlite").write_bytes(content)
     fresh = RunStore(store.root)
     assert fresh.counts()["queued"] == 3
     assert fresh.list_runs(status="queued").total == 3

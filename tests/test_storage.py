@@ -792,10 +792,14 @@ def test_index_file_damaged_or_missing_is_rebuilt(store):
     ids = make_runs(store, 2)
     set_status(store, ids[0], RunStatus.failed)
     assert store.counts()["failed"] == 1
-    index = store.root / ".index.json"
-    index.write_text("{not json")
+    index = store.root / ".index.sqlite"
+    assert index.is_file()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    index.write_bytes(b"{not a database" * 100)
     assert RunStore(store.root).counts()["failed"] == 1
-    index.unlink()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
     assert RunStore(store.root).list_runs(status="failed").total == 1
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,14 @@ import pytest
 from helpers_images import bilevel_stripes_png
 from PIL import Image, ImageChops
 
-from vggt_core.upload_prep import model_input_size, model_pixels, prepare_upload, resized_size
+from vggt_core.upload_prep import (
+    PARALLEL_IMAGES,
+    model_input_size,
+    model_pixels,
+    prepare_upload,
+    resized_size,
+    set_parallel_images,
+)
 
 # --------------------------------------------------------------------------------------------
 # Test images with photographic texture: smooth noise at several scales, a gradient, grain.
@@ -510,3 +521,49 @@ def test_a_one_bit_bomb_is_staged_right_within_its_decoded_size(tmp_path: Path):
         assert staged.size == (518, 518)
         got = as_tensor(staged.convert("RGB"))
     assert np.array_equal(got, expected_stripes(BOMB_SIDE, BOMB_PERIOD))
+
+
+def _open_sources(sources: set[str]) -> int:
+    """How many of `sources` this process has open right now (read from /proc/self/fd)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target in sources:
+                found.add(target)
+    return len(found)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_runs_preparing_at_once_share_one_bound_on_photos_being_decoded(tmp_path: Path):
+    """Four runs staging 12 MP photos at once never have more photos open than the limit."""
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = [_jpeg(src / f"IMG_{k:04d}.jpg", photo(4032, 3024, 20 + k)) for k in range(8)]
+    sources = {str(p.resolve()) for p in paths}
+    with pytest.raises(ValueError):
+        set_parallel_images(0)
+    set_parallel_images(1)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(_open_sources(sources))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(
+                pool.map(
+                    lambda k: prepare_upload(paths[2 * k : 2 * k + 2], tmp_path / f"run{k}"),
+                    range(4),
+                )
+            )
+    finally:
+        done.set()
+        watcher.join()
+        set_parallel_images(PARALLEL_IMAGES)
+    assert all(all(r.resized) for r in results)
+    assert max(seen) == 1  # photos were seen being read, one at a time across the four runs

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,10 +40,28 @@ class Preview:
     cameras: int
 
 
+# GLB files (path, mtime, size) already read by the preview and whether they read, so the PLY
+# offer beside it does not read the file a second time.
+_READ: OrderedDict[tuple[str, int, int], bool] = OrderedDict()
+_READ_LOCK = threading.Lock()
+
+
+def _remember(key: tuple[str, int, int], readable: bool) -> None:
+    with _READ_LOCK:
+        _READ[key] = readable
+        while len(_READ) > 64:
+            _READ.popitem(last=False)
+
+
 @st.cache_resource(max_entries=8, show_spinner="Reading the 3D model…")
 def _preview_for(path: str, mtime_ns: int, size: int, budget: int) -> Preview:
     # Keyed by mtime and size too, so a retried run's new GLB is never shown from the cache.
-    scene = read_glb(path)
+    try:
+        scene = read_glb(path)
+    except GLBError:
+        _remember((path, mtime_ns, size), False)
+        raise
+    _remember((path, mtime_ns, size), True)
     figure = preview_figure(scene, budget=budget)
     return Preview(figure, min(scene.point_count, budget), scene.point_count, len(scene.cameras))
 
@@ -92,6 +112,10 @@ def preview(
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _glb_readable(path: str, mtime_ns: int, size: int) -> bool:
+    with _READ_LOCK:
+        known = _READ.get((path, mtime_ns, size))
+    if known is not None:
+        return known
     try:
         read_glb(path)
     except (GLBError, MemoryError):

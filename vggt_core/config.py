@@ -41,6 +41,8 @@ class StudioConfig(BaseSettings):
         le=32,
         validation_alias="VGGT_MAX_CONCURRENT_RUNS",
     )
+    # Photos decoded at once for upload by the whole process, whatever the number of runs.
+    prep_workers: int = Field(2, ge=1, le=32, validation_alias="VGGT_PREP_WORKERS")
     max_images_per_run: int = Field(200, ge=1, le=10_000, validation_alias="VGGT_MAX_IMAGES")
     session_keep_s: float = Field(
         3000.0,

@@ -1,17 +1,16 @@
-"""Listing runs for RunStore: pages newest first, status and text filters, counts, disk use."""
+"""Listing runs for RunStore: pages newest first, status and text filters, counts, disk use,
+all answered by the derived index (run_index)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StorageError
+from .errors import InvalidRunId, StorageError
 from .models import RunStatus, VGGTRun
-from .run_index import RunIndex, RunSummary
+from .run_index import RunIndex
 
 __all__ = ["BrokenRun", "RunListing", "RunPage", "is_valid_run_id"]
 
@@ -45,22 +44,15 @@ class RunListing:
 
     runs_dir: Path
     _index: RunIndex
-    _counts: tuple[Mapping[str, RunSummary], dict[str, int]] | None
     load: Callable[[str], VGGTRun]
 
     def run_ids(self) -> list[str]:
         """Every run id under the root, newest first (ids sort by creation time)."""
-        return self._index.run_ids(self.runs_dir, self._scan_run_ids)
+        return self._index.ids()
 
-    def _scan_run_ids(self) -> list[str]:
-        with os.scandir(self.runs_dir) as entries:
-            ids = [
-                e.name
-                for e in entries
-                if is_valid_run_id(e.name) and e.is_dir(follow_symlinks=False)
-            ]
-        ids.sort(reverse=True)
-        return ids
+    def run_count(self) -> int:
+        """How many runs are stored."""
+        return self._index.count()
 
     def list_runs(
         self,
@@ -70,47 +62,32 @@ class RunListing:
         offset: int = 0,
     ) -> RunPage:
         """A page of runs, newest first, filtered by status and by text in the id or image names."""
-        ids = self.run_ids()
         wanted = _status_set(status)
         needle = (query or "").strip().lower()
-        if wanted or needle:
-            summaries = self._index.summaries(self.runs_dir, ids)
-            ids = [
-                run_id
-                for run_id in ids
-                if (s := summaries.get(run_id)) is not None
-                and (not wanted or s.status in wanted)
-                and (not needle or needle in run_id or any(needle in i for i in s.images_lower))
-            ]
-        page_ids = ids[max(offset, 0) : max(offset, 0) + max(limit, 0)]
+        page_ids, total = self._index.page(wanted, needle, limit, offset)
         runs, broken = [], []
         for run_id in page_ids:
             try:
                 runs.append(self.load(run_id))
             except StorageError as exc:
                 broken.append(BrokenRun(run_id, str(exc)))
-        return RunPage(runs=runs, total=len(ids), broken=broken)
+        return RunPage(runs=runs, total=total, broken=broken)
 
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""
-        summaries = self._index.summaries(self.runs_dir, self.run_ids())
-        cached = self._counts
-        if cached is not None and cached[0] is summaries:
-            return dict(cached[1])  # the same view as last time: nothing changed since
         result = dict.fromkeys((s.value for s in RunStatus), 0)
-        for summary in summaries.values():
-            result[summary.status] = result.get(summary.status, 0) + 1
-        self._counts = (summaries, result)
-        return dict(result)
+        result.update(self._index.counts())
+        return result
 
     def disk_usage(self) -> int:
-        """Bytes used by all runs' files."""
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.runs_dir):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(dirpath, name)).st_size
-        return total
+        """Bytes used by all runs' files (kept per run, recounted only where files changed)."""
+        return self._index.disk_usage()
+
+    def files_changed(self, run_id: str) -> None:
+        """Call after adding or removing files in a run folder (e.g. a new GLB version)."""
+        if not is_valid_run_id(run_id):
+            raise InvalidRunId(f"'{str(run_id)[:80]}' is not a run id (run_<epoch ms>_<6 chars>)")
+        self._index.files_changed(run_id)
 
 
 def _status_set(status: RunStatus | str | Iterable[RunStatus | str] | None) -> set[str]:

@@ -32,6 +32,7 @@ from .rerender import RenderExecutor, stale_render
 from .runner import RunExecutor, end_orphan
 from .space import CheckReport, VGGTSpace
 from .storage import ARTIFACT_FILES, ArtifactKind, RunPage, RunStore
+from .upload_prep import set_parallel_images
 from .video import VideoLimits, safe_video_name, sample_video
 
 __all__ = ["StudioService", "space_for"]
@@ -92,6 +93,7 @@ class StudioService:
         self._renders: RenderExecutor | None = None
         self._renders_lock = threading.Lock()
         if workers:
+            set_parallel_images(config.prep_workers)
             self._executor = RunExecutor(
                 self.store,
                 lambda: self.space,
@@ -371,6 +373,7 @@ class StudioService:
                 images_dir=self.store.run_dir(run_id) / "images",
                 mode=chosen.settings.prediction_mode,
             )
+        self.store.files_changed(run_id)  # the disk usage counts the new file
         return target
 
     def export_run(self, run_id: str) -> Path:
@@ -379,6 +382,7 @@ class StudioService:
         target = self.store.exports_dir(run_id) / f"{run_id}.zip"
         with _export_errors():
             export_run_zip(self.store.run_dir(run_id), target)
+        self.store.files_changed(run_id)
         return target
 
     def compare(self, refs: Sequence[str]) -> Comparison:
@@ -429,7 +433,7 @@ class StudioService:
 
     def run_count(self) -> int:
         """How many runs are stored."""
-        return len(self.store.run_ids())
+        return self.store.run_count()
 
     def disk_usage(self) -> int:
         """Bytes the runs use on disk."""

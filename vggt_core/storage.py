@@ -111,8 +111,7 @@ class RunStore(RunListing):
         self.max_image_pixels = max_image_pixels
         self._thread_locks: dict[str, threading.Lock] = {}
         self._thread_locks_guard = threading.Lock()
-        self._index = RunIndex(self.root / ".index.json")
-        self._counts: tuple[Mapping[str, RunSummary], dict[str, int]] | None = None
+        self._index = RunIndex(self.root, self.runs_dir)
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -184,7 +183,6 @@ class RunStore(RunListing):
             run = self._build_run(
                 settings or VGGTSettings(), backend, presize, checked, extra, video_file
             )
-        self._index.bump()
         return run
 
     def _build_run(
@@ -198,6 +196,7 @@ class RunStore(RunListing):
     ) -> VGGTRun:
         # The folder is built under a hidden name and renamed into place whole: a crash half-way
         # must not leave a run folder without metadata, which the listing would call broken.
+        dir_before = self._index.runs_dir_mtime()
         staging = self.runs_dir / f"{TMP_PREFIX}run.{os.getpid()}.{secrets.token_hex(8)}"
         (staging / IMAGES).mkdir(parents=True)
         try:
@@ -233,6 +232,7 @@ class RunStore(RunListing):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_dir(self.runs_dir)
+        self._index.record(run.run_id, _summary(run), dir_before=dir_before)
         return run
 
     def load(self, run_id: str) -> VGGTRun:
@@ -271,7 +271,7 @@ class RunStore(RunListing):
             # The temporary file lives in staging: a writer killed mid-write leaves nothing in
             # the run, and sweep() knows the leftover by its pid.
             atomic_write(self.runs_dir / run.run_id / METADATA, data, tmp_dir=self._staging_dir)
-        self._index.bump()
+        self._index.record(run.run_id, _summary(run))
 
     @contextlib.contextmanager
     def lock(self, run_id: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
@@ -390,6 +390,8 @@ class RunStore(RunListing):
                             with contextlib.suppress(FileNotFoundError):
                                 os.unlink(entry.path)
                                 removed += 1
+        # No index write here: on a full disk the room just freed is for the metadata write
+        # that follows, and that write recounts the run's bytes anyway.
         return removed
 
     # --- images ------------------------------------------------------------------------------
@@ -478,6 +480,7 @@ class RunStore(RunListing):
                     commit_file(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)
+        self._index.files_changed(run_id)
         return target
 
     def version_path(self, run_id: str, number: int) -> Path:
@@ -516,6 +519,7 @@ class RunStore(RunListing):
         with _disk(f"save run {run_id}'s version {number}"):
             target.parent.mkdir(exist_ok=True)
             commit_file(source, target)
+        self._index.files_changed(run_id)
         return f"{VERSIONS}/{target.name}"
 
     # --- delete ------------------------------------------------------------------------------
@@ -537,9 +541,14 @@ class RunStore(RunListing):
             doomed = trash / f"{run_id}.{os.getpid()}.{secrets.token_hex(4)}"
             with _disk(f"delete run {run_id}"):
                 trash.mkdir(exist_ok=True)
+                dir_before = self._index.runs_dir_mtime()
                 os.replace(path, doomed)
+            self._index.forget(run_id, dir_before=dir_before)
             shutil.rmtree(doomed, ignore_errors=True)
-            self._index.bump()
+
+
+def _summary(run: VGGTRun) -> RunSummary:
+    return RunSummary(run.status.value, tuple(name.lower() for name in run.images))
 
 
 def _owner_gone(name: str) -> bool:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ MODEL_WIDTH = 518
 PATCH = 14
 MAX_HEIGHT = 518
 PARALLEL_IMAGES = 2
+# One limit for the whole process: eight runs preparing at once still decode PARALLEL_IMAGES
+# photos at a time (a 12 MP photo is about 36 MB decoded), not two each.
+_slots = threading.BoundedSemaphore(PARALLEL_IMAGES)
 # Rows converted at a time: a strip of about a megapixel costs a few MB in any mode.
 STRIP_PIXELS = 1 << 20
 
@@ -164,7 +168,21 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def set_parallel_images(count: int) -> None:
+    """How many photos the whole process prepares at once, shared by every run (config)."""
+    global _slots
+    if count < 1:
+        raise ValueError(f"at least one image must be prepared at a time (got {count})")
+    _slots = threading.BoundedSemaphore(count)
+
+
 def _stage(index: int, count: int, source: Path, dest_dir: Path, presize: bool) -> StagedFile:
+    """Stage one image in one of the process's shared slots."""
+    with _slots:
+        return _stage_now(index, count, source, dest_dir, presize)
+
+
+def _stage_now(index: int, count: int, source: Path, dest_dir: Path, presize: bool) -> StagedFile:
     """Stage one image: its model-sized PNG when that is smaller, else the original bytes."""
     original_size = source.stat().st_size
     as_is = dest_dir / staged_name(index, count, source)
