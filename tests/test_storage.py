@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import string
 import threading
 import time
@@ -865,3 +866,33 @@ def test_sweep_removes_old_leftovers_of_interrupted_creates_and_deletes_only(tmp
     assert not old_deleted.exists() and not old_create.exists()
     assert fresh_create.exists()  # a create still in progress elsewhere is left alone
     assert store.run_ids() == [kept.run_id]
+
+
+@pytest.mark.parametrize("take", ["lock", "claim"])
+def test_a_lock_taken_as_the_run_is_deleted_does_not_bring_its_folder_back(
+    tmp_path, monkeypatch, take
+):
+    """filelock makes the lock file's folder: a lock or claim racing a delete must not leave an
+    empty run folder behind (it read as "metadata.json is missing", an HTTP 500, not 404)."""
+    import filelock
+
+    store = RunStore(tmp_path)
+    run = store.create_run()
+    real_acquire = filelock.FileLock.acquire
+    raced = []
+
+    def delete_first(self, *args, **kwargs):
+        if not raced:  # the delete lands between the folder check and the lock
+            raced.append(True)
+            shutil.move(store.run_dir(run.run_id), tmp_path / "elsewhere")
+        return real_acquire(self, *args, **kwargs)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", delete_first)
+    with pytest.raises(RunNotFound):
+        if take == "lock":
+            with store.lock(run.run_id):
+                pass
+        else:
+            store.claim(run.run_id)
+    assert not store.run_dir(run.run_id).exists()
+    assert store.run_ids() == []

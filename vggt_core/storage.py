@@ -294,6 +294,7 @@ class RunStore(RunListing):
                     file_lock.acquire()
             except Timeout:
                 raise busy from None
+            _gone_after_lock(folder, file_lock, run_id)
             try:
                 yield
             finally:
@@ -307,12 +308,14 @@ class RunStore(RunListing):
         The operating system drops the claim when its process dies, however it dies, so a run
         that is active on disk but claimed by nobody was interrupted.
         """
-        claim = FileLock(self._existing_dir(run_id) / ".worker", timeout=wait_s)
+        folder = self._existing_dir(run_id)
+        claim = FileLock(folder / ".worker", timeout=wait_s)
         try:
             with _disk(f"claim run {run_id}"):
                 claim.acquire()
         except Timeout:
             return None
+        _gone_after_lock(folder, claim, run_id)
         return claim
 
     def is_claimed(self, run_id: str) -> bool:
@@ -549,6 +552,30 @@ class RunStore(RunListing):
 
 def _summary(run: VGGTRun) -> RunSummary:
     return RunSummary(run.status.value, tuple(name.lower() for name in run.images))
+
+
+LOCK_FILES = frozenset({".lock", ".worker"})
+
+
+def _gone_after_lock(folder: Path, lock: FileLock, run_id: str) -> None:
+    """Raise RunNotFound when the run was deleted while its lock was taken.
+
+    filelock makes the lock file's folder, so a lock racing a delete would bring back an empty
+    run folder that reads as a damaged run; it is removed again instead.
+    """
+    try:
+        names = {entry.name for entry in os.scandir(folder)}
+    except FileNotFoundError:
+        names = set()
+    if names - LOCK_FILES:
+        return
+    lock.release()
+    for name in LOCK_FILES:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+    raise RunNotFound(f"No such run: {run_id}")
 
 
 def _owner_gone(name: str) -> bool:
