@@ -24,6 +24,7 @@ MODULES = (
     "api",
     "rerender",
     "video",
+    "cameras",
 )
 
 
