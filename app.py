@@ -92,3 +92,4 @@ else:
         )
 
     page.run()
+    ui.forget_shown_flashes()  # reached only when the page ran to its end (no st.rerun)

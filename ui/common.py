@@ -23,6 +23,7 @@ HISTORY_PAGE = "pages/history.py"
 NEW_RUN_PAGE = "pages/new_run.py"
 SESSION_RUNS = "vs_session_runs"
 _FLASHES = "vs_flashes"
+_FLASHES_SHOWN = "vs_flashes_shown"
 THUMB_PX = 192
 
 # Statuses are compared with ==, not `is`: Streamlit's reload of changed modules can leave two
@@ -64,9 +65,19 @@ def flash(message: str, kind: FlashKind = "info") -> None:
 
 
 def show_flashes() -> None:
-    """Show and forget the queued messages."""
-    for kind, message in st.session_state.pop(_FLASHES, []):
+    """Show the queued messages; they are forgotten once this run of the page ends (a live
+    refresh that reruns the page before it ends would otherwise lose them unseen)."""
+    queued = st.session_state.get(_FLASHES, [])
+    st.session_state[_FLASHES_SHOWN] = len(queued)
+    for kind, message in queued:
         getattr(st, kind)(message)
+
+
+def forget_shown_flashes() -> None:
+    """At the end of a run of the page: drop the messages it showed (not ones queued since)."""
+    shown = st.session_state.pop(_FLASHES_SHOWN, 0)
+    if shown:
+        st.session_state[_FLASHES] = st.session_state.get(_FLASHES, [])[shown:]
 
 
 # --- formatting -----------------------------------------------------------------------------
