@@ -132,10 +132,26 @@ class StudioService:
         presize: bool = True,
     ) -> VGGTRun:
         """Create a run with its images and start it; on any refusal nothing is left behind."""
+        if not files:
+            raise RunBusy("The run has no images yet")
+        # Created already started (submittedAt, first attempt): one metadata write, and the one
+        # fsync of the click is the run folder's rename.
+        now = utc_now()
         run = self.store.create_run(
-            settings, backend=self.space.label, presize=presize, images=files
+            settings,
+            backend=self.space.label,
+            presize=presize,
+            images=files,
+            requested_at=now,
+            submitted_at=now,
+            attempt=1,
         )
-        return self._start_or_discard(run)
+        try:
+            return self._enqueue(run)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.store.delete_run(run.run_id, force=True)
+            raise
 
     def submit_video(
         self,
