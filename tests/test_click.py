@@ -82,3 +82,24 @@ def test_an_unchecked_damaged_photo_is_still_refused_and_nothing_stored(tmp_path
         service.close()
     assert [p.name for p in refused.value.problems] == ["cut.jpg"]
     assert "truncated" in refused.value.problems[0].reason
+
+
+def test_active_runs_sees_a_draft_started_by_another_process(tmp_path):
+    service = service_without_workers(tmp_path)
+    other = service_without_workers(tmp_path)  # another process's service on the same storage
+    try:
+        drafts = []
+        for i in range(4):
+            draft = service.create_run()
+            service.add_images(draft.run_id, [("a.jpg", jpeg(30 + i))])
+            drafts.append(draft.run_id)
+        started = service.submit(VGGTSettings(), [("b.jpg", jpeg(40))])
+        assert [r.run_id for r in service.active_runs()] == [started.run_id]
+        assert [r.run_id for r in service.active_runs()] == [started.run_id]  # drafts remembered
+        other.start(drafts[1])
+        assert [r.run_id for r in service.active_runs()] == [started.run_id, drafts[1]]
+        other.delete(drafts[2], force=True)
+        assert len(service.active_runs()) == 2
+    finally:
+        other.close()
+        service.close()
