@@ -448,8 +448,9 @@ class StudioService:
             # Runs created but never started (an API client's drafts) can be many: each one's
             # metadata is read again only once its file was replaced (a new inode each write).
             try:
-                info = (self.store.run_dir(run_id) / METADATA).stat()
-            except (OSError, StorageError):
+                # The index holds only valid run ids: no need for run_dir's checks here.
+                info = (self.store.runs_dir / run_id / METADATA).stat()
+            except OSError:
                 continue
             seen = (info.st_ino, info.st_mtime_ns, info.st_size)
             with self._drafts_lock:
