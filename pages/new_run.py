@@ -229,6 +229,7 @@ if clicked and ready:
         st.error(ui.md_escape(f"No run was created: {exc}"), icon=":material/block:")
     else:
         ui.remember_run(run.run_id)
+        ui.forget_uploads(review.accepted if video is None else [video])  # the run holds them
         st.session_state["vs_uploader_gen"] = generation + 1  # a fresh, empty uploader
         origin = f" sampled from {run.video.file_name}" if run.video is not None else ""
         ui.flash(f"Started run {run.run_id} with {len(run.images)} images{origin}.", "success")
