@@ -188,6 +188,12 @@ def _load_libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _load_libc()
+_M_MMAP_THRESHOLD = -3
+if _LIBC is not None:
+    # Buffers of 1 MB and more (decoded photos, resize strips, point arrays) always get their
+    # own mapping, returned to the system when freed: glibc's default raises this threshold
+    # after each large free, after which such buffers stay in its heaps.
+    _LIBC.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 def release_freed_memory() -> None:
