@@ -102,13 +102,15 @@ def _draw(path: str, mtime_ns: int, size: int, budget: int, key: str) -> Preview
 
 def browser_budget(budget: int) -> int:
     """The point budget for the browser asking: a quarter of it on a phone or tablet."""
-    try:
-        agent = st.context.headers.get("User-Agent", "") or ""
-    except (AttributeError, RuntimeError):
-        return budget
-    if "Mobi" in agent or "Android" in agent or "iPad" in agent:
-        return max(1_000, budget // MOBILE_SHARE)
-    return budget
+    mobile = st.session_state.get("vs_mobile_browser")
+    if mobile is None:  # asked once a session: the headers cost milliseconds on every rerun
+        try:
+            agent = st.context.headers.get("User-Agent", "") or ""
+        except (AttributeError, RuntimeError):
+            agent = ""
+        mobile = "Mobi" in agent or "Android" in agent or "iPad" in agent
+        st.session_state["vs_mobile_browser"] = mobile
+    return max(1_000, budget // MOBILE_SHARE) if mobile else budget
 
 
 def preview(
