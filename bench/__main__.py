@@ -20,6 +20,7 @@ MODULES = (
     "history_scale",
     "memory",
     "preview",
+    "click",
     "upload_prep",
     "api",
     "rerender",

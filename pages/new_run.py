@@ -73,14 +73,6 @@ if notice is not None:
         with st.expander("What a run costs on the public Space"):
             st.markdown(notice)
 
-notice = ui.quota_notice(ctx.settings)
-if notice is not None:
-    if ctx.service.run_count() == 0:
-        st.info(notice, icon=":material/info:")
-    else:
-        with st.expander("What a run costs on the public Space"):
-            st.markdown(notice)
-
 generation = st.session_state.setdefault("vs_uploader_gen", 0)
 left, right = st.columns([3, 2], gap="large")
 video: UploadedFile | None = None
@@ -229,6 +221,7 @@ if clicked and ready:
         st.error(ui.md_escape(f"No run was created: {exc}"), icon=":material/block:")
     else:
         ui.remember_run(run.run_id)
+        ui.forget_uploads(review.accepted if video is None else [video])  # the run holds them
         st.session_state["vs_uploader_gen"] = generation + 1  # a fresh, empty uploader
         origin = f" sampled from {run.video.file_name}" if run.video is not None else ""
         ui.flash(f"Started run {run.run_id} with {len(run.images)} images{origin}.", "success")

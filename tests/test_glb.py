@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import orjson
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
@@ -26,6 +27,7 @@ from vggt_core.glb import (
     export_ply,
     parse_glb,
     preview_figure,
+    preview_spec,
     read_glb,
     sample_indices,
 )
@@ -411,6 +413,23 @@ def test_preview_figure_is_valid_plotly_and_streamlit_serializes_it() -> None:
     # Adding to the figure afterwards is validated as usual.
     with pytest.raises(ValueError, match="Invalid property"):
         fig.update_layout(not_a_property=1)
+
+
+def test_grid_spec_is_valid_plotly_and_maps_back_to_the_points() -> None:
+    scene = parse_glb(vggt_like_glb(points=3000, cameras=3))
+    spec = preview_spec(scene, budget=1000, grid=4096)
+    go.Figure(spec)  # valid as plotly sees it
+    text = orjson.dumps(spec, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    assert "/" not in text  # nothing for plotly's JSON writer to escape
+    meta = spec["layout"]["meta"]
+    trace = spec["data"][0]
+    grid = np.stack([trace["x"], trace["y"], trace["z"]], axis=1)
+    assert grid.dtype.kind == "i" and grid.min() >= 0 and grid.max() <= 4096
+    back = np.asarray(meta["grid_offset"]) + grid * meta["grid_step"]
+    idx = sample_indices(3000, 1000)
+    # Within half a step of the real points, the same step on every axis.
+    assert np.abs(back - scene.points[idx]).max() <= meta["grid_step"] / 2 + 1e-6
+    assert [t["name"] for t in spec["data"]] == ["points", "cameras"]
 
 
 def test_empty_title_drops_title_margin() -> None:

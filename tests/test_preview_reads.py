@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import plotly.io
 import pytest
 import trimesh
 
@@ -49,3 +51,46 @@ def test_first_view_of_a_run_reads_its_glb_once(app_env):
     assert "Download PLY" in {d.label for d in at.download_button}
     # One read plus the page's other reads (about 5 MB here); reading it twice passes 2×.
     assert len(glb) <= read < 2 * len(glb), f"read {read:,} bytes for a GLB of {len(glb):,}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/self/io")
+def test_a_rerun_of_an_open_preview_neither_reads_nor_rebuilds_it(app_env, monkeypatch):
+    serialised: list[int] = []
+    to_json = plotly.io.to_json
+
+    def counting_to_json(*args: Any, **kwargs: Any) -> str:
+        serialised.append(1)
+        return to_json(*args, **kwargs)
+
+    monkeypatch.setattr(plotly.io, "to_json", counting_to_json)
+    run = make_run(app_env.store)
+    glb = point_cloud_glb(400_000, 3)
+    app_env.store.save_artifact(run.run_id, "glb", glb)
+    at = open_page(HISTORY, run=run.run_id)
+    first = at.get("plotly_chart")[0].proto.spec
+    assert serialised == [1]
+    before = bytes_read()
+    at.run()  # an unrelated rerun, as any click elsewhere on the page makes
+    read = bytes_read() - before
+    assert not at.exception
+    assert at.get("plotly_chart")[0].proto.spec == first  # the same chart, replayed
+    assert serialised == [1], "the rerun serialised the chart again"
+    assert read < len(glb) // 4, f"a rerun read {read:,} bytes (GLB {len(glb):,})"
+
+
+def test_the_chart_carries_no_escaped_slashes_and_says_what_it_shows(app_env):
+    run = make_run(app_env.store)
+    points = 300_000
+    app_env.store.save_artifact(run.run_id, "glb", point_cloud_glb(points, 4))
+    at = open_page(HISTORY, run=run.run_id)
+    spec_text = at.get("plotly_chart")[0].proto.spec
+    assert "\\u002f" not in spec_text and "/" not in spec_text
+    (figure,) = plotly_figures(at)
+    meta = figure["layout"]["meta"]
+    assert 0 < meta["shown_points"] < points and meta["total_points"] == points
+    trace = figure["data"][0]
+    assert len(trace["x"]) == len(trace["marker"]["color"]) == meta["shown_points"]
+    assert all(isinstance(v, int) and 0 <= v <= 4096 for v in trace["x"][:1000])
+    assert f"A sample of {meta['shown_points']:,} of the {points:,} points" in " ".join(
+        c.value for c in at.caption
+    )

@@ -474,6 +474,7 @@ def test_quota_notice_on_the_public_space_only(app_env, monkeypatch):
     text = page_text(open_page(NEW_RUN))
     assert "**120 s** of GPU" in text and "anonymous" in text
     assert "costs no GPU quota" in text and "shared machine" in text and "CC BY-NC 4.0" in text
+    assert text.count("CC BY-NC 4.0") == 1  # said once, not once per copy of the block
 
     secret = "hf_notARealTokenButLongEnough1234"
     monkeypatch.setenv("HF_TOKEN", secret)

@@ -29,6 +29,7 @@ from .detail import (
 from .entrypoint import navigation_assumed, require_entrypoint
 from .images import (
     VIDEO_TYPES,
+    forget_uploads,
     review_uploads,
     review_video,
     upload_thumbnails,
@@ -61,6 +62,7 @@ __all__ = [
     "fmt_duration",
     "fmt_time",
     "forget_shown_flashes",
+    "forget_uploads",
     "live_runs",
     "md_escape",
     "navigation_assumed",

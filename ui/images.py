@@ -19,6 +19,7 @@ from vggt_core import (
     exif_rotation,
     probe_video,
 )
+from vggt_core.upload_prep import release_freed_memory
 
 from .common import THUMB_PX, fmt_bytes, md_escape
 
@@ -109,6 +110,21 @@ def review_uploads(files: Sequence[UploadedFile], service: StudioService) -> Upl
         else:
             accepted.append(f)
     return UploadReview(accepted, rejected)
+
+
+def forget_uploads(files: Sequence[UploadedFile]) -> None:
+    """Drop stored uploads from the session's memory: Streamlit keeps every uploaded file until
+    the session ends, though the page hands out a fresh uploader once a run holds them."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    # The in-memory manager Streamlit's server uses has remove_file; its base interface does not.
+    remove = getattr(ctx.uploaded_file_mgr, "remove_file", None) if ctx is not None else None
+    if ctx is None or remove is None:
+        return
+    for f in files:
+        remove(ctx.session_id, f.file_id)
+    release_freed_memory()
 
 
 def thumbnails(items: Iterable[tuple[bytes | None, str]]) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import streamlit as st
 
@@ -18,27 +19,29 @@ from vggt_core import (
     StudioService,
     VGGTRun,
     export_ply,
-    preview_figure,
     read_glb,
 )
+from vggt_core.glb import preview_spec
 
 from .common import md_escape
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
 
 # --- 3D preview and downloads ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Preview:
-    """A built preview figure and what it shows."""
+    """What a drawn preview shows."""
 
-    figure: go.Figure
     shown: int
     total: int
     cameras: int
 
+
+# Positions go to the browser on a grid of this many steps along the scene's largest extent:
+# 1/4096 of the scene is far below a pixel of the 560-px chart.
+GRID_STEPS = 4096
+# Phones and tablets draw a quarter of the points: WebGL there chokes on hundreds of thousands.
+MOBILE_SHARE = 4
 
 # GLB files (path, mtime, size) already read by the preview and whether they read, so the PLY
 # offer beside it does not read the file a second time.
@@ -53,17 +56,61 @@ def _remember(key: tuple[str, int, int], readable: bool) -> None:
             _READ.popitem(last=False)
 
 
+@functools.cache
+def _ready_figure_type() -> type[Any]:
+    """go.Figure made to serialise from a ready dict (plotly imported on first use)."""
+    import plotly.graph_objects as go
+
+    class ReadyFigure(go.Figure):  # type: ignore[misc]  # plotly ships no type hints
+        """A figure st.plotly_chart serialises from a ready dict: orjson writes its numpy arrays
+        as they are, where Figure.to_dict would deep-copy them and turn them into base64."""
+
+        def __init__(self, spec: dict[str, Any]) -> None:
+            super().__init__()
+            self._spec = spec
+
+        def to_dict(self) -> dict[str, Any]:
+            """The ready figure dict."""
+            return self._spec
+
+    return ReadyFigure
+
+
 @st.cache_resource(max_entries=8, show_spinner="Reading the 3D model…")
-def _preview_for(path: str, mtime_ns: int, size: int, budget: int) -> Preview:
-    # Keyed by mtime and size too, so a retried run's new GLB is never shown from the cache.
+def _draw(path: str, mtime_ns: int, size: int, budget: int, key: str) -> Preview:
+    # Streamlit stores the chart drawn here and replays it on every later call with the same
+    # arguments: the GLB is read and the chart serialised once per (file, budget), not per rerun.
+    # mtime and size are in the key so a retried run's new GLB is never shown from the cache.
     try:
         scene = read_glb(path)
     except GLBError:
         _remember((path, mtime_ns, size), False)
         raise
     _remember((path, mtime_ns, size), True)
-    figure = preview_figure(scene, budget=budget)
-    return Preview(figure, min(scene.point_count, budget), scene.point_count, len(scene.cameras))
+    spec = preview_spec(scene, budget=budget, grid=GRID_STEPS)
+    del scene
+    st.plotly_chart(
+        _ready_figure_type()(spec),
+        key=key,
+        theme=None,
+        height=560,
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    meta = spec["layout"]["meta"]
+    return Preview(meta["shown_points"], meta["total_points"], meta["cameras"])
+
+
+def browser_budget(budget: int) -> int:
+    """The point budget for the browser asking: a quarter of it on a phone or tablet."""
+    mobile = st.session_state.get("vs_mobile_browser")
+    if mobile is None:  # asked once a session: the headers cost milliseconds on every rerun
+        try:
+            agent = st.context.headers.get("User-Agent", "") or ""
+        except (AttributeError, RuntimeError):
+            agent = ""
+        mobile = "Mobi" in agent or "Android" in agent or "iPad" in agent
+        st.session_state["vs_mobile_browser"] = mobile
+    return max(1_000, budget // MOBILE_SHARE) if mobile else budget
 
 
 def preview(
@@ -75,7 +122,7 @@ def preview(
     version: RunVersion | None = None,
 ) -> None:
     """A version's GLB (the newest by default) as an interactive 3D plot of at most `budget`
-    points, or why it cannot be."""
+    points (fewer on a phone), or why it cannot be."""
     try:
         path = service.version_glb(run.run_id, version.number if version else None)
         if path is None:
@@ -88,20 +135,13 @@ def preview(
         st.warning(md_escape(f"The 3D model cannot be read: {exc.strerror}."))
         return
     try:
-        shown = _preview_for(str(path), info.st_mtime_ns, info.st_size, budget)
+        shown = _draw(str(path), info.st_mtime_ns, info.st_size, browser_budget(budget), key)
     except GLBError as exc:
         st.warning(md_escape(f"The 3D model cannot be shown: {exc}"))
         return
     except (MemoryError, OSError, ValueError) as exc:
         st.warning(md_escape(f"The 3D model cannot be shown ({type(exc).__name__}: {exc})."))
         return
-    st.plotly_chart(
-        shown.figure,
-        key=key,
-        theme=None,
-        height=560,
-        config={"displaylogo": False, "scrollZoom": True},
-    )
     note = (
         f"A sample of {shown.shown:,} of the {shown.total:,} points; downloads hold them all. "
         if shown.shown < shown.total

@@ -73,6 +73,11 @@ class RunListing:
                 broken.append(BrokenRun(run_id, str(exc)))
         return RunPage(runs=runs, total=total, broken=broken)
 
+    def ids_with_status(self, status: RunStatus | str | Iterable[RunStatus | str]) -> list[str]:
+        """The ids of the runs in these statuses, newest first, without reading their metadata."""
+        ids, _ = self._index.page(_status_set(status), "", 1 << 30, 0)
+        return ids
+
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""
         result = dict.fromkeys((s.value for s in RunStatus), 0)

@@ -31,7 +31,7 @@ from .models import (
 from .rerender import RenderExecutor, stale_render
 from .runner import RunExecutor, end_orphan
 from .space import CheckReport, VGGTSpace
-from .storage import ARTIFACT_FILES, ArtifactKind, RunPage, RunStore
+from .storage import ARTIFACT_FILES, METADATA, ArtifactKind, RunPage, RunStore
 from .upload_prep import set_parallel_images
 from .video import VideoLimits, safe_video_name, sample_video
 
@@ -81,6 +81,9 @@ class StudioService:
         sweep_interval_s: float | None = 10.0,
     ) -> None:
         self.config = config
+        # Never-started queued runs by (inode, mtime, size) of their metadata: see active_runs.
+        self._drafts: dict[str, tuple[int, int, int]] = {}
+        self._drafts_lock = threading.Lock()
         self.store = store or RunStore(
             config.storage_dir,
             max_images=config.max_images_per_run,
@@ -132,10 +135,26 @@ class StudioService:
         presize: bool = True,
     ) -> VGGTRun:
         """Create a run with its images and start it; on any refusal nothing is left behind."""
+        if not files:
+            raise RunBusy("The run has no images yet")
+        # Created already started (submittedAt, first attempt): one metadata write, and the one
+        # fsync of the click is the run folder's rename.
+        now = utc_now()
         run = self.store.create_run(
-            settings, backend=self.space.label, presize=presize, images=files
+            settings,
+            backend=self.space.label,
+            presize=presize,
+            images=files,
+            requested_at=now,
+            submitted_at=now,
+            attempt=1,
         )
-        return self._start_or_discard(run)
+        try:
+            return self._enqueue(run)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                self.store.delete_run(run.run_id, force=True)
+            raise
 
     def submit_video(
         self,
@@ -424,8 +443,31 @@ class StudioService:
 
     def active_runs(self) -> list[VGGTRun]:
         """Every run waiting for a worker or running, in any process, newest first."""
-        page = self.store.list_runs([*ACTIVE_STATUSES, RunStatus.queued], limit=1 << 30)
-        return [run for run in page.runs if run.is_active]
+        runs = []
+        for run_id in self.store.ids_with_status([*ACTIVE_STATUSES, RunStatus.queued]):
+            # Runs created but never started (an API client's drafts) can be many: each one's
+            # metadata is read again only once its file was replaced (a new inode each write).
+            try:
+                # The index holds only valid run ids: no need for run_dir's checks here.
+                info = (self.store.runs_dir / run_id / METADATA).stat()
+            except OSError:
+                continue
+            seen = (info.st_ino, info.st_mtime_ns, info.st_size)
+            with self._drafts_lock:
+                if self._drafts.get(run_id) == seen:
+                    continue
+            try:
+                run = self.store.load(run_id)
+            except StorageError:
+                continue
+            if run.is_active:
+                runs.append(run)
+            elif run.status is RunStatus.queued:
+                with self._drafts_lock:
+                    self._drafts[run_id] = seen
+                    while len(self._drafts) > 100_000:
+                        self._drafts.pop(next(iter(self._drafts)))
+        return runs
 
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""

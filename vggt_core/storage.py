@@ -221,7 +221,9 @@ class RunStore(RunListing):
                     images=sorted(name for name, _ in images),
                     **extra,  # checked by _encode, as every write is
                 )
-                atomic_write(staging / METADATA, _encode(run))
+                # Not fsynced, like the images beside it: the click waits for no flush; the one
+                # step that must be durable is the folder's rename below (fsync of runs/).
+                atomic_write(staging / METADATA, _encode(run), durable=False)
                 try:
                     os.rename(staging, self.runs_dir / run_id)  # fails if the id is taken
                     break

@@ -2,7 +2,7 @@
 
 from ._build import PREDICTION_KEYS, load_predictions, predictions_to_glb, rot_x, rot_y, rot_z
 from ._export import export_ply
-from ._preview import DEFAULT_PREVIEW_POINTS, preview_figure, sample_indices
+from ._preview import DEFAULT_PREVIEW_POINTS, preview_figure, preview_spec, sample_indices
 from ._reader import parse_glb, read_glb
 from ._scene import GLBError, GLBScene
 
@@ -16,6 +16,7 @@ __all__ = [
     "parse_glb",
     "predictions_to_glb",
     "preview_figure",
+    "preview_spec",
     "read_glb",
     "rot_x",
     "rot_y",

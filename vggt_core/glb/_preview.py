@@ -78,17 +78,39 @@ def _camera_lines(
     return xs, ys, zs
 
 
-def preview_figure(
+def _grid_transform(
+    scene: GLBScene, xyz: NDArray[np.float32], grid: int
+) -> tuple[NDArray[np.float64], float]:
+    """The offset and step that put the scene (points and cameras) on an integer grid of `grid`
+    steps along its largest extent, so one step is the same length on every axis."""
+    parts = [xyz.astype(np.float64)] + [v.astype(np.float64) for v, _ in scene.cameras]
+    parts = [p for p in parts if p.size]
+    if not parts:
+        return np.zeros(3), 1.0
+    low = np.min([p.min(axis=0) for p in parts], axis=0)
+    high = np.max([p.max(axis=0) for p in parts], axis=0)
+    extent = float(np.max(high - low))
+    return low, (extent / grid if extent > 0 else 1.0)
+
+
+def _on_grid(values: NDArray[Any], offset: NDArray[np.float64], step: float) -> NDArray[np.int32]:
+    return np.rint((values.astype(np.float64) - offset) / step).astype(np.int32)
+
+
+def preview_spec(
     scene: GLBScene,
     budget: int = DEFAULT_PREVIEW_POINTS,
     seed: int = 0,
     title: str | None = None,
     point_size: float = 1.5,
-) -> go.Figure:
-    """A plotly 3D figure of a deterministic point sample and the camera wireframes; layout.meta
-    holds shown_points, total_points and cameras, as the default title does (title="" drops it)."""
-    import plotly.graph_objects as go
+    grid: int | None = None,
+) -> dict[str, Any]:
+    """The preview as a plain plotly figure dict ("data", "layout") holding numpy arrays, for a
+    JSON writer that takes them as they are (orjson); see `preview_figure` for what it shows.
 
+    With `grid`, positions and colours are integer arrays: the scene snapped to `grid` steps
+    along its largest extent (a point is layout.meta's grid_offset + value × grid_step).
+    """
     total = scene.point_count
     indices = sample_indices(total, budget, seed)
     shown = int(indices.size)
@@ -96,7 +118,22 @@ def preview_figure(
         xyz, rgb = scene.points, scene.colors
     else:
         xyz, rgb = scene.points[indices], scene.colors[indices]
-    columns = np.ascontiguousarray(xyz.T)
+    meta: dict[str, Any] = {
+        "shown_points": shown,
+        "total_points": total,
+        "cameras": len(scene.cameras),
+    }
+    cameras = scene.cameras
+    if grid is None:
+        columns: NDArray[Any] = np.ascontiguousarray(xyz.T)
+    else:
+        # Plotly's JSON writer escapes every "/" as "\\u002f", and base64 typed arrays are
+        # full of them (18 % of the chart); integers carry none and, a few digits each, weigh
+        # about what base64 floats do.
+        offset, step = _grid_transform(scene, xyz, grid)
+        columns = np.ascontiguousarray(_on_grid(xyz, offset, step).T)
+        cameras = [(_on_grid(v, offset, step).astype(np.float32), f) for v, f in cameras]
+        meta.update(grid_offset=offset.tolist(), grid_step=step)
 
     traces: list[dict[str, Any]] = []
     if shown:
@@ -104,9 +141,8 @@ def preview_figure(
         # Colours: per-point "rgb(r,g,b)" strings cost ~6 s through plotly's validators and ~38
         # bytes a point; instead each point carries a uint16 index into a palette of the 15-bit
         # (5 bits a channel, max error 4/255) colours actually used, given as a colorscale whose
-        # stop i is colour i. Positions and indices go out as base64 typed arrays (f4, u2). The
-        # trace goes in unvalidated because validating a colorscale of up to 32,768 stops alone
-        # takes seconds; tests validate the same figure once to prove it is well-formed.
+        # stop i is colour i. The trace is never validated here: validating a colorscale of up
+        # to 32,768 stops alone takes seconds; tests validate the same figure once.
         traces.append(
             {
                 "type": "scatter3d",
@@ -128,6 +164,21 @@ def preview_figure(
                 "showlegend": False,
             }
         )
+    if cameras:
+        xs, ys, zs = _camera_lines(cameras)
+        traces.append(
+            {
+                "type": "scatter3d",
+                "x": xs,
+                "y": ys,
+                "z": zs,
+                "mode": "lines",
+                "name": "cameras",
+                "line": {"color": _CAMERA_COLOR, "width": 2},
+                "hoverinfo": "skip",
+                "showlegend": False,
+            }
+        )
     if title is None:
         cams = len(scene.cameras)
         title = f"Showing {shown:,} of {total:,} points · {cams} camera{'' if cams == 1 else 's'}"
@@ -140,7 +191,7 @@ def preview_figure(
         margin={"l": 0, "r": 0, "t": 32 if title else 0, "b": 0},
         showlegend=False,
         uirevision="vggt-preview",  # keep the user's orbit/zoom across Streamlit reruns
-        meta={"shown_points": shown, "total_points": total, "cameras": len(scene.cameras)},
+        meta=meta,
         scene={
             "aspectmode": "data",
             "bgcolor": _BACKGROUND,
@@ -157,23 +208,24 @@ def preview_figure(
             },
         },
     )
-    # Built unvalidated like the points trace (plotly's layout validation costs ~25 ms); the
-    # tests validate the whole figure.
-    fig = go.Figure(data=traces, layout=layout, _validate=False)
-    fig._validate = True  # whatever the caller adds from here on is validated as usual
-    if scene.cameras:
-        xs, ys, zs = _camera_lines(scene.cameras)
-        fig.add_trace(
-            go.Scatter3d(
-                x=xs,
-                y=ys,
-                z=zs,
-                mode="lines",
-                name="cameras",
-                line={"color": _CAMERA_COLOR, "width": 2},
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
+    return {"data": traces, "layout": layout}
 
+
+def preview_figure(
+    scene: GLBScene,
+    budget: int = DEFAULT_PREVIEW_POINTS,
+    seed: int = 0,
+    title: str | None = None,
+    point_size: float = 1.5,
+    grid: int | None = None,
+) -> go.Figure:
+    """A plotly 3D figure of a deterministic point sample and the camera wireframes; layout.meta
+    holds shown_points, total_points and cameras, as the default title does (title="" drops it)."""
+    import plotly.graph_objects as go
+
+    spec = preview_spec(scene, budget, seed, title, point_size, grid)
+    # Built unvalidated (plotly's layout validation alone costs ~25 ms); the tests validate the
+    # whole figure. Positions and colour indices go out as base64 typed arrays (f4, u2).
+    fig = go.Figure(data=spec["data"], layout=spec["layout"], _validate=False)
+    fig._validate = True  # whatever the caller adds from here on is validated as usual
     return fig
