@@ -35,7 +35,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="VGGT Studio benchmarks: each figure is a ratio measured within one run.",
     )
-    parser.add_argument("--quick", action="store_true", help="a reduced run (under 60 s in all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a reduced run: one case of each figure (minutes, not seconds: see bench/README.md)",
+    )
     parser.add_argument(
         "--only",
         default="",
