@@ -230,7 +230,7 @@ def test_cancel_a_rendering_and_a_waiting_re_render(tmp_path, local_space, image
     with running(service_on(tmp_path, local_space.url)) as service:
         first = completed(service, images)
         second = completed(service, images)
-        with local_space.override(render_delay=30.0):
+        with local_space.override(render_delay=10.0):
             slow = service.rerender(first, VGGTSettings(conf_threshold=15.0))
             waiting = service.rerender(second, VGGTSettings(conf_threshold=15.0))
             wait_for(
@@ -252,7 +252,7 @@ def test_closing_the_app_mid_render_ends_it_interrupted(tmp_path, local_space, i
     service = service_on(tmp_path, local_space.url)
     try:
         run_id = completed(service, images)
-        with local_space.override(render_delay=30.0):
+        with local_space.override(render_delay=10.0):
             version = service.rerender(run_id, VGGTSettings(conf_threshold=15.0))
             wait_for(
                 lambda: (

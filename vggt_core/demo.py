@@ -108,7 +108,11 @@ def choose_port(host: str, asked: int | None, default: int | None, what: str) ->
 
 def say(message: str, *, error: bool = False) -> None:
     """One line of the launcher's own, told apart from the servers' logs."""
-    print(f"{PREFIX} {message}", file=sys.stderr if error else sys.stdout, flush=True)
+    stream = sys.stderr if error else sys.stdout
+    # One write: with the servers writing to the same unbuffered stream, print's separate
+    # newline let another line land inside this one.
+    stream.write(f"{PREFIX} {message}\n")
+    stream.flush()
 
 
 def _no_proxy_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:

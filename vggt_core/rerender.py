@@ -241,6 +241,8 @@ class RenderExecutor:
                 why = "" if not resume else f" (it is {age / 60:.0f} min since the run finished)"
                 raise _Refused(FRAME_FILTER_GONE.format(why=why), "frame_filter")
         space = self._space_factory()
+        # Only a one-frame render needs the reconstructing session; others take a fresh one.
+        resume = resume if frame is not None else None
         with space.session(should_cancel=watch, resume=resume) as session:
             try:
                 self._call(session, run, target_dir, version, frame_filter, dest, watch)

@@ -326,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo = build_demo(stand_in)
     url = _launch(stand_in, demo, args.host, args.port)
-    print(f"local space serving {url} (workdir {stand_in.workdir})", flush=True)
+    sys.stdout.write(f"local space serving {url} (workdir {stand_in.workdir})\n")  # one write
+    sys.stdout.flush()
     if args.exit_with_parent:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
