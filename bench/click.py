@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from bench.common import Figure
 from bench.history import (
     APP,
+    app_environment,
     generate_store,
     quiet_streamlit,
     served_navigation,
@@ -30,26 +28,6 @@ PHOTOS = 10
 STORED = 10_000
 TARGET_S = 0.5
 TARGET_RATIO = 1.2
-
-
-@contextlib.contextmanager
-def app_environment(storage: Path, backend: str) -> Iterator[None]:
-    """Point the app at `storage` and `backend` through the environment, then restore it."""
-    wanted = {"VGGT_STORAGE_DIR": str(storage), "VGGT_BACKEND": backend, "HF_TOKEN": None}
-    saved = {k: os.environ.get(k) for k in wanted}
-    try:
-        for key, value in wanted.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _shows_uploading(at: AppTest) -> bool:

@@ -164,9 +164,10 @@ def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
 
 
 @contextlib.contextmanager
-def app_environment(storage: Path) -> Iterator[None]:
-    """Point the app at `storage` and a dummy backend through the environment, then restore it."""
-    wanted = {"VGGT_STORAGE_DIR": str(storage), "VGGT_BACKEND": DUMMY_BACKEND, "HF_TOKEN": None}
+def app_environment(storage: Path, backend: str = DUMMY_BACKEND) -> Iterator[None]:
+    """Point the app at `storage` and `backend` (a dummy by default) through the environment,
+    then restore it."""
+    wanted = {"VGGT_STORAGE_DIR": str(storage), "VGGT_BACKEND": backend, "HF_TOKEN": None}
     saved = {k: os.environ.get(k) for k in wanted}
     try:
         for key, value in wanted.items():
