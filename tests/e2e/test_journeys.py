@@ -210,6 +210,14 @@ def new_completed_run(page: Page, server: AppServer, store: RunStore, photos: li
     return run_id
 
 
+def glb_button(page: Page, run_id: str, version: int) -> Locator:
+    """The GLB download of one version: the picker changes at once, its button only once
+    the page has rerun, and a click on the previous version's button is lost with it."""
+    return page.locator(f".st-key-dl_glb_{run_id}_v{version}").get_by_role(
+        "button", name="Download GLB"
+    )
+
+
 def demo_calls(space: LocalSpaceProcess, target_dir: str) -> list[dict[str, Any]]:
     """What the stand-in received on /gradio_demo for one uploaded folder."""
     return [
@@ -463,7 +471,7 @@ def test_rerender_switch_versions_and_download_each(
     expect(picker).to_have_value(re.compile(r"^v2 · conf 20 · "), timeout=RUN_TIMEOUT_MS)
     expect_3d_rendered(page.locator(CHART).first)
     with page.expect_download() as download_info:
-        page.get_by_role("button", name="Download GLB").click()
+        glb_button(page, run_id, 2).click()
     download = download_info.value
     assert download.suggested_filename == f"{run_id}_v2.glb"
     saved = tmp_path / download.suggested_filename
@@ -477,7 +485,7 @@ def test_rerender_switch_versions_and_download_each(
     page.get_by_role("option", name=re.compile(r"^v1 · ")).click()
     expect(picker).to_have_value(re.compile(r"^v1 · "))
     with page.expect_download() as download_info:
-        page.get_by_role("button", name="Download GLB").click()
+        glb_button(page, run_id, 1).click()
     first = download_info.value
     assert first.suggested_filename == f"{run_id}.glb"
     first.save_as(tmp_path / "v1.glb")
