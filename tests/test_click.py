@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pytest
+from helpers_service import running, service_on, wait_for
 from PIL import Image, ImageFile
 
 from vggt_core import ImagesRejected, RunBusy, RunStatus, StudioService, VGGTSettings, load_config
@@ -102,4 +103,32 @@ def test_active_runs_sees_a_draft_started_by_another_process(tmp_path):
         assert len(service.active_runs()) == 2
     finally:
         other.close()
+        service.close()
+
+
+def test_drafts_are_never_read_to_find_the_runs_in_flight(tmp_path, monkeypatch):
+    # An API client's drafts can be thousands; every New run render and every periodic sweep
+    # asks for the runs in flight, and neither may open a draft's metadata to answer.
+    service = service_without_workers(tmp_path)
+    try:
+        drafts = [service.create_run().run_id for _ in range(5)]
+        started = service.submit(VGGTSettings(), [("b.jpg", jpeg(40))])
+        fresh = service_without_workers(tmp_path)  # a restart: nothing remembered
+        try:
+            loads = counting(monkeypatch, fresh.store, "load")
+            assert [r.run_id for r in fresh.active_runs()] == [started.run_id]
+            assert fresh.recover() == []  # no workers here: only what a dead worker left
+            assert {args[0] for args in loads} <= {started.run_id}
+            # Drafts are still queued runs to everything else.
+            assert fresh.counts()["queued"] == 6
+            listed = fresh.list_runs(status=RunStatus.queued).runs
+            assert {r.run_id for r in listed} == {*drafts, started.run_id}
+            with running(service_on(tmp_path, "http://127.0.0.1:9")) as sweeping:
+                loads = counting(monkeypatch, sweeping.store, "load")
+                sweeping.recover()  # a worker takes the started run (and fails it: no backend)
+                wait_for(lambda: not sweeping.store.load(started.run_id).is_active)
+                assert {args[0] for args in loads} <= {started.run_id}
+        finally:
+            fresh.close()
+    finally:
         service.close()

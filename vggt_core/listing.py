@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidRunId, StorageError
-from .models import RunStatus, VGGTRun
-from .run_index import RunIndex
+from .models import ACTIVE_STATUSES, RunStatus, VGGTRun
+from .run_index import DRAFT, RunIndex
 
 __all__ = ["BrokenRun", "RunListing", "RunPage", "is_valid_run_id"]
 
@@ -73,15 +73,20 @@ class RunListing:
                 broken.append(BrokenRun(run_id, str(exc)))
         return RunPage(runs=runs, total=total, broken=broken)
 
-    def ids_with_status(self, status: RunStatus | str | Iterable[RunStatus | str]) -> list[str]:
-        """The ids of the runs in these statuses, newest first, without reading their metadata."""
-        ids, _ = self._index.page(_status_set(status), "", 1 << 30, 0)
+    def started_ids(self) -> list[str]:
+        """The ids of the runs in flight or waiting for a worker, newest first; never-started
+        drafts are left out without reading any metadata."""
+        wanted = {s.value for s in (*ACTIVE_STATUSES, RunStatus.queued)}
+        ids, _ = self._index.page(wanted, "", 1 << 30, 0)
         return ids
 
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""
         result = dict.fromkeys((s.value for s in RunStatus), 0)
-        result.update(self._index.counts())
+        tally = self._index.counts()
+        drafts = tally.pop(DRAFT, 0)
+        result.update(tally)
+        result[RunStatus.queued.value] += drafts
         return result
 
     def disk_usage(self) -> int:
@@ -98,6 +103,11 @@ class RunListing:
 def _status_set(status: RunStatus | str | Iterable[RunStatus | str] | None) -> set[str]:
     if status is None:
         return set()
-    if isinstance(status, str):
-        return {RunStatus(status).value}
-    return {RunStatus(s).value for s in status}
+    wanted = (
+        {RunStatus(status).value}
+        if isinstance(status, str)
+        else {RunStatus(s).value for s in status}
+    )
+    if RunStatus.queued.value in wanted:
+        wanted.add(DRAFT)
+    return wanted

@@ -19,12 +19,15 @@ from .models import RunStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BROKEN", "INDEX_NAME", "RECHECK_BATCH", "RunIndex", "RunSummary"]
+__all__ = ["BROKEN", "DRAFT", "INDEX_NAME", "RECHECK_BATCH", "RunIndex", "RunSummary"]
 
 BROKEN = "broken"
+# A queued run never started (an API client's draft): its own status in the index, so finding
+# the runs in flight reads none of them. Listing and counts show it as queued.
+DRAFT = "draft"
 INDEX_NAME = ".index.sqlite"
 LEGACY_FILES = (".index.json", ".changes")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Writes through any RunStore show at once. Hand edits: a listing call re-checks (two stats a
 # run) the runs a writer left dirty, and a slice of RECHECK_BATCH others at most once per
 # RECHECK_S, so a store this size sees a hand edit within RECHECK_S, a bigger one within
@@ -550,7 +553,8 @@ def _transaction(conn: sqlite3.Connection, kind: str = "IMMEDIATE") -> Iterator[
 
 
 def summarize(meta: str) -> RunSummary:
-    """The status and image names in a metadata.json, or `broken` when it cannot be read."""
+    """The status (`draft` for a queued run never started) and image names in a metadata.json,
+    or `broken` when it cannot be read."""
     try:
         fd = os.open(meta, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as handle:
@@ -559,6 +563,8 @@ def summarize(meta: str) -> RunSummary:
         images = raw.get("images") or []
         if status not in _STATUSES or not isinstance(images, list):
             raise TypeError
+        if status == RunStatus.queued.value and raw.get("submittedAt") is None:
+            status = DRAFT
         return RunSummary(status, tuple(str(i).lower() for i in images))
     except (OSError, ValueError, TypeError, KeyError, RecursionError, AttributeError):
         return RunSummary(BROKEN, ())  # RecursionError: JSON nested past the parser's limit

@@ -205,8 +205,11 @@ class RunExecutor:
         if not self.store.runs_dir.is_dir():
             return []  # the storage folder went away (a deleted test folder): nothing to sweep
         picked = []
-        page = self.store.list_runs(status=[*ACTIVE_STATUSES, RunStatus.queued], limit=1 << 30)
-        for run in reversed(page.runs):  # oldest first, so they queue in their original order
+        for run_id in reversed(self.store.started_ids()):  # oldest first: they queue in order
+            try:
+                run = self.store.load(run_id)
+            except StorageError:
+                continue
             if run.status in ACTIVE_STATUSES:
                 with contextlib.suppress(StorageError):
                     end_orphan(self.store, run.run_id)

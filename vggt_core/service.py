@@ -31,7 +31,7 @@ from .models import (
 from .rerender import RenderExecutor, stale_render
 from .runner import RunExecutor, end_orphan
 from .space import CheckReport, VGGTSpace
-from .storage import ARTIFACT_FILES, METADATA, ArtifactKind, RunPage, RunStore
+from .storage import ARTIFACT_FILES, ArtifactKind, RunPage, RunStore
 from .upload_prep import set_parallel_images
 from .video import VideoLimits, safe_video_name, sample_video
 
@@ -82,8 +82,6 @@ class StudioService:
     ) -> None:
         self.config = config
         # Never-started queued runs by (inode, mtime, size) of their metadata: see active_runs.
-        self._drafts: dict[str, tuple[int, int, int]] = {}
-        self._drafts_lock = threading.Lock()
         self.store = store or RunStore(
             config.storage_dir,
             max_images=config.max_images_per_run,
@@ -444,29 +442,11 @@ class StudioService:
     def active_runs(self) -> list[VGGTRun]:
         """Every run waiting for a worker or running, in any process, newest first."""
         runs = []
-        for run_id in self.store.ids_with_status([*ACTIVE_STATUSES, RunStatus.queued]):
-            # Runs created but never started (an API client's drafts) can be many: each one's
-            # metadata is read again only once its file was replaced (a new inode each write).
-            try:
-                # The index holds only valid run ids: no need for run_dir's checks here.
-                info = (self.store.runs_dir / run_id / METADATA).stat()
-            except OSError:
-                continue
-            seen = (info.st_ino, info.st_mtime_ns, info.st_size)
-            with self._drafts_lock:
-                if self._drafts.get(run_id) == seen:
-                    continue
-            try:
+        for run_id in self.store.started_ids():
+            with contextlib.suppress(StorageError):
                 run = self.store.load(run_id)
-            except StorageError:
-                continue
-            if run.is_active:
-                runs.append(run)
-            elif run.status is RunStatus.queued:
-                with self._drafts_lock:
-                    self._drafts[run_id] = seen
-                    while len(self._drafts) > 100_000:
-                        self._drafts.pop(next(iter(self._drafts)))
+                if run.is_active:  # it may have ended since the index was read
+                    runs.append(run)
         return runs
 
     def counts(self) -> dict[str, int]:
