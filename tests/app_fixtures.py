@@ -118,12 +118,16 @@ def plotly_figures(at: AppTest) -> list[dict[str, Any]]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
+def array_values(values: Any) -> np.ndarray:
+    """A plotly data array's values, plain list or base64 typed array (as plotly.js reads it)."""
+    if isinstance(values, dict) and "bdata" in values:
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=f"<{values['dtype']}")
+    return np.asarray(values)
+
+
 def array_length(values: Any) -> int:
     """How many values a plotly data array holds, plain list or base64 typed array."""
-    if isinstance(values, dict) and "bdata" in values:
-        raw = base64.b64decode(values["bdata"])
-        return len(raw) // np.dtype(values["dtype"]).itemsize
-    return len(values)
+    return len(array_values(values))
 
 
 def point_count(figure: dict[str, Any]) -> int:

@@ -12,11 +12,11 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import orjson
 import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 import trimesh
+from app_fixtures import array_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plotly.tools import return_figure_from_figure_or_data
@@ -419,17 +419,37 @@ def test_grid_spec_is_valid_plotly_and_maps_back_to_the_points() -> None:
     scene = parse_glb(vggt_like_glb(points=3000, cameras=3))
     spec = preview_spec(scene, budget=1000, grid=4096)
     go.Figure(spec)  # valid as plotly sees it
-    text = orjson.dumps(spec, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    assert "/" not in text  # nothing for plotly's JSON writer to escape
     meta = spec["layout"]["meta"]
     trace = spec["data"][0]
-    grid = np.stack([trace["x"], trace["y"], trace["z"]], axis=1)
-    assert grid.dtype.kind == "i" and grid.min() >= 0 and grid.max() <= 4096
+    assert {trace[a]["dtype"] for a in "xyz"} == {"u2"}  # binary, 2 bytes a value
+    grid = np.stack([array_values(trace[a]) for a in "xyz"], axis=1)
+    assert grid.min() >= 0 and grid.max() <= 4096
     back = np.asarray(meta["grid_offset"]) + grid * meta["grid_step"]
     idx = sample_indices(3000, 1000)
     # Within half a step of the real points, the same step on every axis.
     assert np.abs(back - scene.points[idx]).max() <= meta["grid_step"] / 2 + 1e-6
+    # Each point's colour index names its colour in the scale, within the palette's rounding.
+    marker = trace["marker"]
+    codes = array_values(marker["color"]).astype(int)
+    stops = {round(stop * marker["cmax"]): colour for stop, colour in marker["colorscale"][:-1]}
+    shown = np.array([[int(stops[c][i : i + 2], 16) for i in (1, 3, 5)] for c in codes])
+    assert np.abs(shown - scene.colors[idx][:, :3].astype(int)).max() <= 5
     assert [t["name"] for t in spec["data"]] == ["points", "cameras"]
+
+
+def test_a_scene_of_many_colours_gets_a_palette_of_at_most_4096() -> None:
+    # Uniformly random colours use all 32,768 of 5 bits a channel: 4 bits a channel are used
+    # instead, so the colorscale sent with every rerun stays small.
+    rng = np.random.default_rng(7)
+    positions = rng.normal(size=(20_000, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, size=(20_000, 4), dtype=np.uint8)
+    colors[:, 3] = 255
+    scene = parse_glb(points_glb(positions, colors, [{"mesh": 0}]))
+    fig = preview_figure(scene, budget=20_000)
+    trace = fig.data[0]
+    assert 3500 <= len(trace.marker.colorscale) - 1 <= 4096
+    error = np.abs(decoded_colours(trace) - scene.colors[:, :3].astype(int))
+    assert error.max() <= 9  # 4 bits a channel: half of 255 / 15
 
 
 def test_empty_title_drops_title_margin() -> None:

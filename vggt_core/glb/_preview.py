@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -17,7 +18,10 @@ DEFAULT_PREVIEW_POINTS: Final = 200_000
 _BACKGROUND: Final = "#0e1117"
 _TEXT_COLOR: Final = "#fafafa"
 _CAMERA_COLOR: Final = "#ff4b4b"
-_PALETTE_BITS: Final = 5
+# The colorscale is sent with every rerun (~20 bytes a colour): 32,768 colours of 5 bits a
+# channel would be 650 kB; a scene with more than 4,096 of them is drawn with 4 bits a channel.
+_PALETTE_BITS: Final = (5, 4)
+_MAX_PALETTE: Final = 4096
 
 
 def sample_indices(
@@ -35,18 +39,23 @@ def sample_indices(
 
 
 def _palette(colors: NDArray[np.uint8]) -> tuple[NDArray[np.uint16], int, list[list[Any]]]:
-    """Colours as indices into a palette of the 15-bit colours in use: (indices, cmax, scale)."""
-    levels = (1 << _PALETTE_BITS) - 1
-    q = (colors.astype(np.uint16) * levels + 127) // 255
-    code = (q[:, 0] << (2 * _PALETTE_BITS)) | (q[:, 1] << _PALETTE_BITS) | q[:, 2]
-    present = np.bincount(code, minlength=1 << (3 * _PALETTE_BITS)) > 0
+    """Colours as indices into a palette of the colours in use: (indices, cmax, scale). 5 bits a
+    channel, or 4 when that would take more than _MAX_PALETTE colours."""
+    for bits in _PALETTE_BITS:
+        levels = (1 << bits) - 1
+        q = (colors[:, :3].astype(np.uint16) * levels + 127) // 255
+        code = (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+        present = np.bincount(code, minlength=1 << (3 * bits)) > 0
+        if np.count_nonzero(present) <= _MAX_PALETTE:
+            break
     used = np.flatnonzero(present)
     index = (np.cumsum(present) - 1).astype(np.uint16)[code]
-    r = (used >> (2 * _PALETTE_BITS)) & levels
-    g = (used >> _PALETTE_BITS) & levels
+    r = (used >> (2 * bits)) & levels
+    g = (used >> bits) & levels
     b = used & levels
-    rgb = (((r * 255 + 15) // levels) << 16) | (((g * 255 + 15) // levels) << 8)
-    rgb |= (b * 255 + 15) // levels
+    half = levels // 2
+    rgb = (((r * 255 + half) // levels) << 16) | (((g * 255 + half) // levels) << 8)
+    rgb |= (b * 255 + half) // levels
     hexes = [f"#{v:06x}" for v in rgb.tolist()]
     # Index i sits at i / cmax on the scale, and stop i is placed exactly there. cmax is a power
     # of ten so the stops print short ("0.01234", not "0.012340000406..."); both sides compute
@@ -97,6 +106,11 @@ def _on_grid(values: NDArray[Any], offset: NDArray[np.float64], step: float) -> 
     return np.rint((values.astype(np.float64) - offset) / step).astype(np.int32)
 
 
+def _typed_u2(values: NDArray[Any]) -> dict[str, str]:
+    """Whole numbers below 65,536 as a plotly.js typed array (little-endian uint16, base64)."""
+    return {"dtype": "u2", "bdata": base64.b64encode(values.astype("<u2").tobytes()).decode()}
+
+
 def preview_spec(
     scene: GLBScene,
     budget: int = DEFAULT_PREVIEW_POINTS,
@@ -108,9 +122,12 @@ def preview_spec(
     """The preview as a plain plotly figure dict ("data", "layout") holding numpy arrays, for a
     JSON writer that takes them as they are (orjson); see `preview_figure` for what it shows.
 
-    With `grid`, positions and colours are integer arrays: the scene snapped to `grid` steps
-    along its largest extent (a point is layout.meta's grid_offset + value × grid_step).
+    With `grid` (at most 65,535), positions and colour indices are uint16 typed arrays: the
+    scene snapped to `grid` steps along its largest extent (a point is layout.meta's
+    grid_offset + value × grid_step).
     """
+    if grid is not None and not 0 < grid < 1 << 16:
+        raise ValueError(f"grid must be from 1 to 65,535 steps, not {grid}")
     total = scene.point_count
     indices = sample_indices(total, budget, seed)
     shown = int(indices.size)
@@ -124,14 +141,15 @@ def preview_spec(
         "cameras": len(scene.cameras),
     }
     cameras = scene.cameras
+    axes: list[Any]
     if grid is None:
-        columns: NDArray[Any] = np.ascontiguousarray(xyz.T)
+        axes = list(np.ascontiguousarray(xyz.T))
     else:
-        # Plotly's JSON writer escapes every "/" as "\\u002f", and base64 typed arrays are
-        # full of them (18 % of the chart); integers carry none and, a few digits each, weigh
-        # about what base64 floats do.
+        # Every rerun sends the chart again. On the grid a coordinate is 2 bytes (2.7 base64
+        # characters) where float32 is 4 and decimal text about 5; plotly's JSON writer escapes
+        # "/" as "\u002f", but with values this small few base64 characters are "/" (~3 %).
         offset, step = _grid_transform(scene, xyz, grid)
-        columns = np.ascontiguousarray(_on_grid(xyz, offset, step).T)
+        axes = [_typed_u2(column) for column in _on_grid(xyz, offset, step).T]
         cameras = [(_on_grid(v, offset, step).astype(np.float32), f) for v, f in cameras]
         meta.update(grid_offset=offset.tolist(), grid_step=step)
 
@@ -139,21 +157,21 @@ def preview_spec(
     if shown:
         codes, cmax, colorscale = _palette(rgb)
         # Colours: per-point "rgb(r,g,b)" strings cost ~6 s through plotly's validators and ~38
-        # bytes a point; instead each point carries a uint16 index into a palette of the 15-bit
-        # (5 bits a channel, max error 4/255) colours actually used, given as a colorscale whose
-        # stop i is colour i. The trace is never validated here: validating a colorscale of up
-        # to 32,768 stops alone takes seconds; tests validate the same figure once.
+        # bytes a point; instead each point carries a uint16 index into a palette of the colours
+        # actually used (5 bits a channel, max error 4/255; 4 bits, 8/255, past 4,096 colours),
+        # given as a colorscale whose stop i is colour i. The trace is never validated here:
+        # validating a colorscale of thousands of stops takes seconds; tests validate it once.
         traces.append(
             {
                 "type": "scatter3d",
                 "name": "points",
                 "mode": "markers",
-                "x": columns[0],
-                "y": columns[1],
-                "z": columns[2],
+                "x": axes[0],
+                "y": axes[1],
+                "z": axes[2],
                 "marker": {
                     "size": point_size,
-                    "color": codes,
+                    "color": codes if grid is None else _typed_u2(codes),
                     "colorscale": colorscale,
                     "cmin": 0,
                     "cmax": cmax,
