@@ -21,9 +21,12 @@ from ..models import describe_validation_error
 from ..service import StudioService
 from ._errors import ApiError
 
-__all__ = ["SERVICE_KEY", "Call", "Endpoint", "Handler"]
+__all__ = ["OPENAPI_KEY", "SERVICE_KEY", "Call", "Endpoint", "Handler"]
 
 SERVICE_KEY = "vggt.service"
+# The OpenAPI document's maker rides in the scope too: it reads the endpoint table, which names
+# the handlers, so a handler importing it would close an import cycle.
+OPENAPI_KEY = "vggt.openapi"
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -279,7 +279,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_router() -> Starlette:
-    """The routes under the API's prefix (the caller puts the service in the scope).
+    """The routes under the API's prefix (the caller puts the service and the OpenAPI
+    document's maker in the scope, at SERVICE_KEY and OPENAPI_KEY).
 
     One route per path, whatever its methods, so a 405 names every method the path allows.
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from ..service import StudioService
 from ..storage import ARTIFACT_FILES
 from ._bodies import MAX_JSON_BYTES, read_images, read_json, read_video
 from ._errors import ApiError
-from ._plumbing import Call, _call, _file_response, _json, _regular_file
+from ._plumbing import OPENAPI_KEY, Call, _call, _file_response, _json, _regular_file
 from ._schemas import (
     ArtifactLinks,
     BackendCheck,
@@ -246,6 +246,5 @@ async def health(call: Call) -> Response:
 
 
 async def openapi(call: Call) -> Response:
-    from ._openapi import openapi_document
-
-    return JSONResponse(openapi_document(call.prefix or "/api"))
+    document: Callable[[str], dict[str, Any]] = call.request.scope[OPENAPI_KEY]
+    return JSONResponse(document(call.prefix or "/api"))
