@@ -1,7 +1,10 @@
-"""A small raw HTTP server on 127.0.0.1 for network tests: each path is a function that writes
-the response bytes itself (so it can trickle, redirect or stream garbage), and every request's
-path and headers are recorded. It can pose as a Gradio app well enough for gradio_client's
-Client to connect (its config and API info), with a session cookie set as Gradio does."""
+"""HTTP for tests: a small raw server on 127.0.0.1, and the REST API's in-process client.
+
+The raw server's paths are functions that write the response bytes themselves (so they can
+trickle, redirect or stream garbage), and every request's path and headers are recorded. It can
+pose as a Gradio app well enough for gradio_client's Client to connect (its config and API
+info), with a session cookie set as Gradio does. `client_for` and `assert_error` are what the
+REST API's tests share."""
 
 from __future__ import annotations
 
@@ -15,6 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from vggt_core import StudioService
+from vggt_core.api import ServiceGetter, create_api_app
 
 Route = Callable[["Exchange"], None]
 
@@ -30,6 +39,7 @@ GRADIO_CONFIG = {
 API_INFO = {"named_endpoints": {}, "unnamed_endpoints": {}}
 SESSION_COOKIE = ("route", "replica-7")
 TRICKLE_LIMIT_S = 600  # a trickle ends by itself after this long, whatever the test does
+API_BASE_URL = "http://127.0.0.1:8600"
 
 
 @dataclass(frozen=True)
@@ -216,3 +226,21 @@ def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
+
+
+def client_for(
+    service: StudioService | ServiceGetter, host: str = "127.0.0.1", **kwargs: Any
+) -> TestClient:
+    """A TestClient of the REST API on `service` (left open at its end), calling from `host`."""
+    app = create_api_app(service, close_on_shutdown=False)
+    return TestClient(app, base_url=API_BASE_URL, client=(host, 50000), **kwargs)
+
+
+def assert_error(response: Any, status: int, error: str | None = None) -> dict[str, Any]:
+    """Check that `response` is the API's error shape with `status` (and `error`); its body."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error", "details"}, body
+    if error is not None:
+        assert body["error"] == error, body
+    return body

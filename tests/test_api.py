@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from tests.helpers_http import assert_error, client_for
 from tests.helpers_service import wait_for
 from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
-from vggt_core.api import create_api_app, openapi_document
+from vggt_core.api import openapi_document
 from vggt_core.local_space import LocalSpace, StandInOptions
 
-LOCAL = "http://127.0.0.1:8600"
 TOKEN = "a-test-token-of-some-length"
 MAX_IMAGE_BYTES = 200_000
 MAX_IMAGES = 4
@@ -51,11 +51,6 @@ def service(tmp_path, local_space) -> Iterator[StudioService]:
     service.close()
 
 
-def client_for(service: StudioService, host: str = "127.0.0.1", **kwargs) -> TestClient:
-    app = create_api_app(service, close_on_shutdown=False)
-    return TestClient(app, base_url=LOCAL, client=(host, 50000), **kwargs)
-
-
 @pytest.fixture
 def api(service) -> Iterator[TestClient]:
     with client_for(service) as client:
@@ -85,15 +80,6 @@ def tree(root: Path) -> dict[str, str]:
             path = Path(dirpath) / name
             found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
-
-
-def assert_error(response, status: int, error: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "details"}, body
-    if error is not None:
-        assert body["error"] == error, body
-    return body
 
 
 # --- the earlier system's journey and answers ---------------------------------------------------
@@ -473,7 +459,7 @@ def test_an_unexpected_failure_is_a_generic_500_and_only_the_log_says_more(caplo
     def broken() -> StudioService:
         raise RuntimeError("internal detail at /srv/secret")
 
-    with TestClient(create_api_app(broken), base_url=LOCAL, client=("127.0.0.1", 1)) as api:
+    with client_for(broken) as api:
         for path in ("/api/health", "/api/runs/run_1700000000000_abcdef"):
             body = assert_error(api.get(path), 500, "Internal server error")
             assert "internal detail" not in json.dumps(body) and "Traceback" not in body["details"]

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from tests.helpers_http import API_BASE_URL, assert_error, client_for
 from tests.helpers_service import completed, service_on, wait_for
 from vggt_core import RenderStatus, RunVersion, StudioService, VGGTSettings, read_glb
-from vggt_core.api import create_api_app, openapi_document
+from vggt_core.api import openapi_document
 
 
 @pytest.fixture
@@ -26,8 +27,7 @@ def service(tmp_path: Path, local_space) -> Iterator[StudioService]:
 
 @pytest.fixture
 def api(service: StudioService) -> Iterator[TestClient]:
-    app = create_api_app(service, close_on_shutdown=False)
-    with TestClient(app, base_url="http://127.0.0.1:8600", client=("127.0.0.1", 50000)) as client:
+    with client_for(service) as client:
         yield client
 
 
@@ -49,15 +49,6 @@ def files_under(root: Path) -> dict[str, str]:
         if path.is_file() and not path.name.startswith("."):
             found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
-
-
-def assert_error(response, status: int, error: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "details"}, body
-    if error is not None:
-        assert body["error"] == error, body
-    return body
 
 
 def test_rerender_makes_a_new_version_downloadable_beside_the_untouched_original(
@@ -311,7 +302,7 @@ def test_a_version_download_keeps_its_length_behind_a_compressing_middleware(
         middleware=[*api_middleware(), Middleware(GZipMiddleware, minimum_size=10)],
     )
     scene = (tmp_path / "storage" / "runs" / run_id / "scene.glb").read_bytes()
-    with TestClient(app, base_url="http://127.0.0.1:8600", client=("127.0.0.1", 50000)) as client:
+    with TestClient(app, base_url=API_BASE_URL, client=("127.0.0.1", 50000)) as client:
         answer = client.get(
             f"/api/runs/{run_id}/versions/1/glb", headers={"Accept-Encoding": "gzip"}
         )

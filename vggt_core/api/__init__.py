@@ -38,7 +38,8 @@ from ..service import StudioService
 from ._auth import check_access
 from ._errors import error_response, response_for
 from ._openapi import openapi_document
-from ._routes import SERVICE_KEY, build_router, http_error
+from ._plumbing import OPENAPI_KEY, SERVICE_KEY
+from ._routes import build_router, http_error
 
 __all__ = [
     "API_PREFIX",
@@ -77,6 +78,7 @@ class _Api:
             await response(scope, receive, send)
             return
         scope[SERVICE_KEY] = service
+        scope[OPENAPI_KEY] = openapi_document
         started = False
 
         async def tracked(message: Message) -> None:

@@ -13,7 +13,8 @@ from ..exports import EXPORT_SUFFIXES
 from ..listing import RUN_ID_PATTERN
 from ..storage import ARTIFACT_FILES
 from ..video import MAX_SAMPLE_FPS, MIN_SAMPLE_FPS
-from ._routes import ENDPOINTS, Endpoint
+from ._plumbing import Endpoint
+from ._routes import ENDPOINTS
 from ._schemas import ErrorResponse, VideoRunForm
 
 __all__ = ["openapi_document"]
