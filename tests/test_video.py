@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from helpers_images import png_bytes, textured
+from helpers_video import BLOCK, phone_clip, tkhd_matrix, upright_picture
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -138,6 +139,70 @@ def test_bad_videos_are_refused_and_nothing_is_stored(tmp_path, make, limits, fp
         assert service.run_count() == 0
     finally:
         service.close()
+
+
+# --- phone clips: frames stored sideways, a turn in the track header ---------------------------
+
+# The clockwise turn a phone writes, and the same as PyAV reports it (counter-clockwise).
+PYAV_ROTATION = {0: 0, 90: -90, 180: -180, 270: 90}
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("clockwise", [90, 180, 270])
+def test_pyav_reads_the_turn_written_in_the_track_header(clockwise):
+    clip = phone_clip(clockwise)
+    with av.open(io.BytesIO(clip)) as container:
+        first = next(container.decode(video=0))
+        assert first.rotation == PYAV_ROTATION[clockwise]
+    # FFmpeg's own muxer writes the same rotation for that display turn.
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuv420p"
+        stream.set_display_rotation(PYAV_ROTATION[clockwise])
+        black = np.zeros((first.height, first.width, 3), np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(black, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    rotation_part = [0, 1, 3, 4]
+    ours, ffmpegs = tkhd_matrix(clip), tkhd_matrix(out.getvalue())
+    assert [ours[i] for i in rotation_part] == [ffmpegs[i] for i in rotation_part]
+
+
+@pytest.mark.parametrize("clockwise", [0, 90, 180, 270])
+def test_a_phone_clip_is_sampled_as_the_phone_showed_it(clockwise):
+    sampled = sample_video("portrait.mp4", phone_clip(clockwise), LIMITS, fps=1.0)
+    assert len(sampled.frames) == 2
+    upright = np.asarray(upright_picture(48, 64), dtype=np.int16)
+    for _, png in sampled.frames:
+        frame = pixels(png)
+        assert frame.shape == (64, 48, 3)  # portrait: 48 wide, 64 tall
+        top, bottom = frame[:BLOCK], frame[-BLOCK:]
+        corners = [top[:, :BLOCK], top[:, -BLOCK:], bottom[:, :BLOCK], bottom[:, -BLOCK:]]
+        assert [bool(c.mean() > 200) for c in corners] == [True, False, False, False]
+        assert np.abs(frame - upright).max() < 16
+    assert sampled.rotation == clockwise
+
+
+def test_a_phone_clips_run_keeps_upright_frames_and_says_the_turn(service, tmp_path):
+    run = service.submit_video(VGGTSettings(), "portrait.mp4", phone_clip(90), fps=1.0)
+    run = service.wait(run.run_id, timeout=120)
+    assert run.status is RunStatus.completed, run.error
+    assert run.video is not None and run.video.rotation == 90
+    folder = service.storage_root / "runs" / run.run_id
+    saved = json.loads((folder / "metadata.json").read_text())
+    assert saved["video"]["rotation"] == 90
+    upright = np.asarray(upright_picture(48, 64), dtype=np.int16)
+    for name in run.images:
+        frame = pixels((folder / "images" / name).read_bytes())
+        assert frame.shape == upright.shape and np.abs(frame - upright).max() < 16
+    plain = service.submit_video(VGGTSettings(), "plain.mp4", clip_bytes(seconds=1))
+    plain = service.wait(plain.run_id, timeout=120)
+    assert plain.video is not None and plain.video.rotation == 0
 
 
 # --- a video run, end to end against the stand-in -----------------------------------------------
