@@ -73,30 +73,49 @@ def tkhd_matrix(data: bytes) -> tuple[int, ...]:
     return struct.unpack(">9i", data[offset : offset + 36])
 
 
-def with_display_turn(data: bytes, clockwise: int, size: tuple[int, int]) -> bytes:
-    """`data` with its track header saying: turn the stored frames `clockwise` degrees to show.
-
-    Written as phones write it, with the translation that keeps the picture in place; `size`
-    is the stored frames' (width, height).
-    """
-    width, height = size
-    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[clockwise]
-    shift = {0: (0, 0), 90: (height, 0), 180: (width, height), 270: (0, width)}[clockwise]
-    # x' = a·x + c·y + tx, y' = b·x + d·y + ty, with y pointing down the picture.
-    a, b, c, d = (v * _ONE_16_16 for v in (cos, sin, -sin, cos))
-    tx, ty = (v * _ONE_16_16 for v in shift)
-    matrix = (a, b, 0, c, d, 0, tx, ty, _ONE_2_30)
+def with_matrix(data: bytes, matrix: tuple[int, ...]) -> bytes:
+    """`data` with the nine raw integers `matrix` as its track header's matrix."""
     offset = tkhd_matrix_offset(data)
     return data[:offset] + struct.pack(">9i", *matrix) + data[offset + 36 :]
 
 
-def phone_clip(
-    clockwise: int, upright: tuple[int, int] = (48, 64), seconds: float = 2, fps: int = 10
+def with_display_turn(
+    data: bytes, clockwise: int, size: tuple[int, int], mirrored: bool = False
 ) -> bytes:
-    """An H.264 mp4 of `upright_picture(*upright)` stored as a phone would for this turn."""
+    """`data` with its track header saying: mirror the stored frames left-right if `mirrored`,
+    then turn them `clockwise` degrees, to show them.
+
+    Written as phones write it, with the translation that keeps the picture in place; `size`
+    is the stored frames' (width, height).
+    """
+    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[clockwise]
+    # x' = a·x + c·y + tx, y' = b·x + d·y + ty, with y pointing down the picture: (a, b) is
+    # where the x axis goes, (c, d) where the y axis goes; a mirror first sends x to -x.
+    flip = -1 if mirrored else 1
+    a, b, c, d = flip * cos, flip * sin, -sin, cos
+    width, height = size
+    corners = [(0, 0), (width, 0), (0, height), (width, height)]
+    tx = -min(a * x + c * y for x, y in corners)
+    ty = -min(b * x + d * y for x, y in corners)
+    a, b, c, d, tx, ty = (v * _ONE_16_16 for v in (a, b, c, d, tx, ty))
+    return with_matrix(data, (a, b, 0, c, d, 0, tx, ty, _ONE_2_30))
+
+
+def phone_clip(
+    clockwise: int,
+    upright: tuple[int, int] = (48, 64),
+    seconds: float = 2,
+    fps: int = 10,
+    *,
+    mirrored: bool = False,
+) -> bytes:
+    """An H.264 mp4 of `upright_picture(*upright)` stored as a phone would for this turn (and
+    mirror), with the track header's matrix that shows it upright again."""
     picture = upright_picture(*upright)
     undo = _UNDO[clockwise]
     stored = picture if undo is None else picture.transpose(undo)
+    if mirrored:
+        stored = stored.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     pixels = np.asarray(stored)
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
@@ -111,4 +130,6 @@ def phone_clip(
         for packet in stream.encode():
             container.mux(packet)
     data = out.getvalue()
-    return data if clockwise == 0 else with_display_turn(data, clockwise, stored.size)
+    if clockwise == 0 and not mirrored:
+        return data
+    return with_display_turn(data, clockwise, stored.size, mirrored)

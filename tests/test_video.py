@@ -17,7 +17,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from helpers_images import png_bytes, textured
-from helpers_video import BLOCK, phone_clip, tkhd_matrix, upright_picture
+from helpers_video import BLOCK, phone_clip, tkhd_matrix, upright_picture, with_matrix
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -173,9 +173,14 @@ def test_pyav_reads_the_turn_written_in_the_track_header(clockwise):
     assert [ours[i] for i in rotation_part] == [ffmpegs[i] for i in rotation_part]
 
 
-@pytest.mark.parametrize("clockwise", [0, 90, 180, 270])
-def test_a_phone_clip_is_sampled_as_the_phone_showed_it(clockwise):
-    sampled = sample_video("portrait.mp4", phone_clip(clockwise), LIMITS, fps=1.0)
+@pytest.mark.parametrize(
+    ("clockwise", "mirrored"),
+    [(0, False), (90, False), (180, False), (270, False), (0, True), (90, True), (270, True)],
+    ids=["no-flag", "90", "180", "270", "mirror", "mirror-90", "mirror-270"],
+)
+def test_a_phone_clip_is_sampled_as_the_phone_showed_it(clockwise, mirrored):
+    clip = phone_clip(clockwise, mirrored=mirrored)
+    sampled = sample_video("portrait.mp4", clip, LIMITS, fps=1.0)
     assert len(sampled.frames) == 2
     upright = np.asarray(upright_picture(48, 64), dtype=np.int16)
     for _, png in sampled.frames:
@@ -186,6 +191,14 @@ def test_a_phone_clip_is_sampled_as_the_phone_showed_it(clockwise):
         assert [bool(c.mean() > 200) for c in corners] == [True, False, False, False]
         assert np.abs(frame - upright).max() < 16
     assert sampled.rotation == clockwise
+
+
+def test_a_clip_with_a_meaningless_matrix_is_sampled_as_stored():
+    stored = phone_clip(0, upright=(64, 48))
+    for matrix in [(0,) * 8 + (1 << 30,), (1 << 16, 1 << 16, 0, 1 << 16, 1 << 16, 0, 0, 0, 0)]:
+        sampled = sample_video("odd.mp4", with_matrix(stored, matrix), LIMITS, fps=1.0)
+        assert sampled.rotation == 0
+        assert pixels(sampled.frames[0][1]).shape == (48, 64, 3)
 
 
 def test_a_phone_clips_run_keeps_upright_frames_and_says_the_turn(service, tmp_path):
