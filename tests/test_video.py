@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 import pytest
 from helpers_images import png_bytes, textured
+from helpers_server import env_for, vggt_serve
 from helpers_video import BLOCK, phone_clip, tkhd_matrix, upright_picture, with_matrix
 from PIL import Image
 from starlette.testclient import TestClient
@@ -582,31 +583,39 @@ def test_exif_rotated_photos_are_badged(app_env):
     assert "EXIF" not in captions["plain.jpg"]
 
 
-def test_cli_server_path_posts_the_video_to_the_api(service, tmp_path):
-    from vggt_core.cli._studio import CliError, RemoteStudio
-
-    app = create_api_app(service, close_on_shutdown=False)
-    studio = RemoteStudio("http://127.0.0.1:8600", None)
-    studio._http.close()
-    # The command line's own HTTP calls, answered by the real API app in this process.
-    studio._http = TestClient(
-        app, base_url="http://127.0.0.1:8600/api", client=("127.0.0.1", 5000)
-    ).__enter__()
+def test_cli_server_path_posts_the_video_to_the_api(local_space, tmp_path):
+    server = vggt_serve(tmp_path, tmp_path / "storage", local_space.url)
     try:
+        env = env_for(tmp_path / "unused-storage", "http://127.0.0.1:9")
+        command = [sys.executable, "-m", "vggt_core", "submit", "--json", "--server", server.url]
+
+        def submit(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*command, *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
         clip = tmp_path / "escape attempt.webm"
-        clip.write_bytes(clip_bytes(seconds=2))  # an mp4 inside: the container counts
-        started = studio.submit_video(clip, VGGTSettings(show_cameras=False), False, 2.0)
-        run = service.wait(started.run.run_id, timeout=120)
-        assert run.status is RunStatus.completed, run.error
-        assert run.presize is False and run.settings.show_cameras is False
-        assert run.video is not None and run.video.frame_count == 4
+        clip.write_bytes(phone_clip(90))  # an mp4 inside: the container counts
+        done = submit("--video", str(clip), "--fps", "2", "--no-presize", "--no-cameras", "--wait")
+        assert done.returncode == 0, done.stderr
+        run = json.loads(done.stdout)
+        assert run["status"] == "completed", run.get("error")
+        assert run["presize"] is False and run["settings"]["showCameras"] is False
+        assert run["video"]["frameCount"] == 4 and run["video"]["rotation"] == 90
+
         broken = tmp_path / "broken.mkv"
         broken.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 100)
-        with pytest.raises(CliError, match=r"broken\.mkv"):
-            studio.submit_video(broken, VGGTSettings(), None, 1.0)
-        assert service.run_count() == 1
+        refused = submit("--video", str(broken))
+        assert refused.returncode == 1 and "broken.mkv" in refused.stderr
+        assert [p.name for p in (server.storage / "runs").glob("run_*")] == [run["runId"]]
+        assert not (tmp_path / "unused-storage").exists()
     finally:
-        studio._http.__exit__(None, None, None)
+        server.stop()
 
 
 def test_a_hostile_file_name_stays_inside_the_run(service):
