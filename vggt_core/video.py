@@ -170,7 +170,7 @@ def _display_turn(frame: av.VideoFrame) -> tuple[int, bool]:
     counter_clockwise = frame.rotation
     quarters = round(counter_clockwise / 90)
     if abs(counter_clockwise - 90 * quarters) > 1:
-        return 0, False  # not a quarter turn: kept as stored, as most players do
+        return 0, False  # not a quarter turn, or a broken matrix: kept as stored
     turn = -90 * quarters % 360
     # PyAV's typing knows only the motion-vector side data; the matrix is nine int32s
     # {a b u, c d v, x y w}: a mirror makes the determinant a·d - b·c negative, and
