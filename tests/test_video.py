@@ -17,6 +17,8 @@ import gradio as gr
 import numpy as np
 import pytest
 from helpers_images import png_bytes, textured
+from helpers_server import env_for, vggt_serve
+from helpers_video import BLOCK, phone_clip, tkhd_matrix, upright_picture, with_matrix
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -138,6 +140,84 @@ def test_bad_videos_are_refused_and_nothing_is_stored(tmp_path, make, limits, fp
         assert service.run_count() == 0
     finally:
         service.close()
+
+
+# --- phone clips: frames stored sideways, a turn in the track header ---------------------------
+
+# The clockwise turn a phone writes, and the same as PyAV reports it (counter-clockwise).
+PYAV_ROTATION = {0: 0, 90: -90, 180: -180, 270: 90}
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("clockwise", [90, 180, 270])
+def test_pyav_reads_the_turn_written_in_the_track_header(clockwise):
+    clip = phone_clip(clockwise)
+    with av.open(io.BytesIO(clip)) as container:
+        first = next(container.decode(video=0))
+        assert first.rotation == PYAV_ROTATION[clockwise]
+    # FFmpeg's own muxer writes the same rotation for that display turn.
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = first.width, first.height, "yuv420p"
+        stream.set_display_rotation(PYAV_ROTATION[clockwise])
+        black = np.zeros((first.height, first.width, 3), np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(black, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    rotation_part = [0, 1, 3, 4]
+    ours, ffmpegs = tkhd_matrix(clip), tkhd_matrix(out.getvalue())
+    assert [ours[i] for i in rotation_part] == [ffmpegs[i] for i in rotation_part]
+
+
+@pytest.mark.parametrize(
+    ("clockwise", "mirrored"),
+    [(0, False), (90, False), (180, False), (270, False), (0, True), (90, True), (270, True)],
+    ids=["no-flag", "90", "180", "270", "mirror", "mirror-90", "mirror-270"],
+)
+def test_a_phone_clip_is_sampled_as_the_phone_showed_it(clockwise, mirrored):
+    clip = phone_clip(clockwise, mirrored=mirrored)
+    sampled = sample_video("portrait.mp4", clip, LIMITS, fps=1.0)
+    assert len(sampled.frames) == 2
+    upright = np.asarray(upright_picture(48, 64), dtype=np.int16)
+    for _, png in sampled.frames:
+        frame = pixels(png)
+        assert frame.shape == (64, 48, 3)  # portrait: 48 wide, 64 tall
+        top, bottom = frame[:BLOCK], frame[-BLOCK:]
+        corners = [top[:, :BLOCK], top[:, -BLOCK:], bottom[:, :BLOCK], bottom[:, -BLOCK:]]
+        assert [bool(c.mean() > 200) for c in corners] == [True, False, False, False]
+        assert np.abs(frame - upright).max() < 16
+    assert sampled.rotation == clockwise
+
+
+def test_a_clip_with_a_meaningless_matrix_is_sampled_as_stored():
+    stored = phone_clip(0, upright=(64, 48))
+    for matrix in [(0,) * 8 + (1 << 30,), (1 << 16, 1 << 16, 0, 1 << 16, 1 << 16, 0, 0, 0, 0)]:
+        sampled = sample_video("odd.mp4", with_matrix(stored, matrix), LIMITS, fps=1.0)
+        assert sampled.rotation == 0
+        frame = pixels(sampled.frames[0][1])
+        assert frame.shape == (48, 64, 3) and frame[:BLOCK, :BLOCK].mean() > 200
+
+
+def test_a_phone_clips_run_keeps_upright_frames_and_says_the_turn(service, tmp_path):
+    run = service.submit_video(VGGTSettings(), "portrait.mp4", phone_clip(90), fps=1.0)
+    run = service.wait(run.run_id, timeout=120)
+    assert run.status is RunStatus.completed, run.error
+    assert run.video is not None and run.video.rotation == 90
+    folder = service.storage_root / "runs" / run.run_id
+    saved = json.loads((folder / "metadata.json").read_text())
+    assert saved["video"]["rotation"] == 90
+    upright = np.asarray(upright_picture(48, 64), dtype=np.int16)
+    for name in run.images:
+        frame = pixels((folder / "images" / name).read_bytes())
+        assert frame.shape == upright.shape and np.abs(frame - upright).max() < 16
+    plain = service.submit_video(VGGTSettings(), "plain.mp4", clip_bytes(seconds=1))
+    plain = service.wait(plain.run_id, timeout=120)
+    assert plain.video is not None and plain.video.rotation == 0
 
 
 # --- a video run, end to end against the stand-in -----------------------------------------------
@@ -504,31 +584,39 @@ def test_exif_rotated_photos_are_badged(app_env):
     assert "EXIF" not in captions["plain.jpg"]
 
 
-def test_cli_server_path_posts_the_video_to_the_api(service, tmp_path):
-    from vggt_core.cli._studio import CliError, RemoteStudio
-
-    app = create_api_app(service, close_on_shutdown=False)
-    studio = RemoteStudio("http://127.0.0.1:8600", None)
-    studio._http.close()
-    # The command line's own HTTP calls, answered by the real API app in this process.
-    studio._http = TestClient(
-        app, base_url="http://127.0.0.1:8600/api", client=("127.0.0.1", 5000)
-    ).__enter__()
+def test_cli_server_path_posts_the_video_to_the_api(local_space, tmp_path):
+    server = vggt_serve(tmp_path, tmp_path / "storage", local_space.url)
     try:
+        env = env_for(tmp_path / "unused-storage", "http://127.0.0.1:9")
+        command = [sys.executable, "-m", "vggt_core", "submit", "--json", "--server", server.url]
+
+        def submit(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*command, *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+
         clip = tmp_path / "escape attempt.webm"
-        clip.write_bytes(clip_bytes(seconds=2))  # an mp4 inside: the container counts
-        started = studio.submit_video(clip, VGGTSettings(show_cameras=False), False, 2.0)
-        run = service.wait(started.run.run_id, timeout=120)
-        assert run.status is RunStatus.completed, run.error
-        assert run.presize is False and run.settings.show_cameras is False
-        assert run.video is not None and run.video.frame_count == 4
+        clip.write_bytes(phone_clip(90))  # an mp4 inside: the container counts
+        done = submit("--video", str(clip), "--fps", "2", "--no-presize", "--no-cameras", "--wait")
+        assert done.returncode == 0, done.stderr
+        run = json.loads(done.stdout)
+        assert run["status"] == "completed", run.get("error")
+        assert run["presize"] is False and run["settings"]["showCameras"] is False
+        assert run["video"]["frameCount"] == 4 and run["video"]["rotation"] == 90
+
         broken = tmp_path / "broken.mkv"
         broken.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 100)
-        with pytest.raises(CliError, match=r"broken\.mkv"):
-            studio.submit_video(broken, VGGTSettings(), None, 1.0)
-        assert service.run_count() == 1
+        refused = submit("--video", str(broken))
+        assert refused.returncode == 1 and "broken.mkv" in refused.stderr
+        assert [p.name for p in (server.storage / "runs").glob("run_*")] == [run["runId"]]
+        assert not (tmp_path / "unused-storage").exists()
     finally:
-        studio._http.__exit__(None, None, None)
+        server.stop()
 
 
 def test_a_hostile_file_name_stays_inside_the_run(service):

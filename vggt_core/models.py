@@ -175,6 +175,13 @@ class VideoSource(_CamelModel):
     clip_fps: float = Field(ge=0, description="Frames per second of the clip.")
     sample_fps: float = Field(gt=0, description="Frames kept per second of the clip.")
     frame_count: int = Field(ge=0, description="How many frames were kept as the run's images.")
+    rotation: int = Field(
+        0,
+        ge=0,
+        lt=360,
+        description="Degrees the frames were turned clockwise to show them as the camera did "
+        "(the clip's display matrix: 90 for a phone's portrait clip).",
+    )
 
 
 class Attempt(_CamelModel):

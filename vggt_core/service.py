@@ -178,6 +178,7 @@ class StudioService:
             clip_fps=round(sampled.clip_fps, 3),
             sample_fps=fps,
             frame_count=len(sampled.frames),
+            rotation=sampled.rotation,
         )
         run = self.store.create_run(
             settings,

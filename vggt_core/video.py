@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, SupportsBytes, cast
 
 import av
 import av.container
@@ -36,6 +37,12 @@ MAX_SAMPLE_FPS = 60.0
 # A frame whose time is within this of the next sampling instant counts as on it (timestamps
 # in a container are rounded to its time base).
 _TIME_SLACK_S = 1e-3
+# PIL's ROTATE_n turn counter-clockwise; these turn a picture clockwise by the key's degrees.
+_CLOCKWISE = {
+    90: Image.Transpose.ROTATE_270,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class SampledVideo:
     frames: list[tuple[str, bytes]]
     duration_s: float
     clip_fps: float
+    rotation: int = 0  # the clockwise turn applied to show the frames as the camera did
 
 
 def safe_video_name(raw: str) -> str:
@@ -156,6 +164,34 @@ def _too_many(frames: int, duration: float, fps: float, limits: VideoLimits) -> 
     )
 
 
+def _display_turn(frame: av.VideoFrame) -> tuple[int, bool]:
+    """The clockwise quarter turn (0, 90, 180, 270) and whether a left-right mirror comes
+    first, that show `frame` as its clip's display matrix (a phone's "rotate 90") says."""
+    counter_clockwise = frame.rotation
+    quarters = round(counter_clockwise / 90)
+    if abs(counter_clockwise - 90 * quarters) > 1:
+        return 0, False  # not a quarter turn, or a broken matrix: kept as stored
+    turn = -90 * quarters % 360
+    # PyAV's typing knows only the motion-vector side data; the matrix is nine int32s
+    # {a b u, c d v, x y w}: a mirror makes the determinant a·d - b·c negative, and
+    # `frame.rotation` (read from a b alone) then includes a half turn.
+    side_data = cast("Mapping[str, SupportsBytes]", frame.side_data)
+    matrix = side_data.get("DISPLAYMATRIX")
+    if matrix is None:
+        return turn, False
+    a, b, _, c, d, *_ = struct.unpack("=9i", bytes(matrix))
+    mirrored = a * d - b * c < 0
+    return (turn + 180) % 360 if mirrored else turn, mirrored
+
+
+def _upright(frame: av.VideoFrame, turn: int, mirrored: bool) -> Image.Image:
+    """The frame as the camera showed it."""
+    picture = Image.fromarray(frame.to_ndarray(format="rgb24"))
+    if mirrored:
+        picture = picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return picture.transpose(_CLOCKWISE[turn]) if turn else picture
+
+
 def _kept_frames(
     name: str, data_or_path: bytes | Path, fps: float, limits: VideoLimits
 ) -> Iterator[tuple[float, av.VideoFrame]]:
@@ -198,15 +234,18 @@ def sample_video(
 ) -> SampledVideo:
     """The clip's frames at `fps` (the first kept), each a PNG `frame_0001.png` …; all or none.
 
-    Decoding goes frame by frame: only the kept frames' PNGs are held, never the clip.
+    Each frame is turned as the clip's display matrix says (a phone's portrait clip comes out
+    portrait). Decoding goes frame by frame: only the kept frames' PNGs are held, never the clip.
     """
     probe = probe_video(name, data_or_path, limits, fps)
     frames: list[tuple[str, bytes]] = []
     last = 0.0
+    rotation = 0
     try:
         for t, frame in _kept_frames(name, data_or_path, fps, limits):
+            rotation, mirrored = _display_turn(frame)
             out = io.BytesIO()
-            Image.fromarray(frame.to_ndarray(format="rgb24")).save(out, format="PNG")
+            _upright(frame, rotation, mirrored).save(out, format="PNG")
             frames.append((f"frame_{len(frames) + 1:04d}.png", out.getvalue()))
             last = t
     except VideoRejected:
@@ -216,4 +255,4 @@ def sample_video(
     if not frames:
         raise VideoRejected(name, "the clip has no frames")
     duration = probe.duration_s if probe.duration_s is not None else last
-    return SampledVideo(frames, duration, probe.clip_fps)
+    return SampledVideo(frames, duration, probe.clip_fps, rotation)
