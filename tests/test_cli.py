@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers_cli import cli, run_json, use_storage
+from tests.helpers_server import env_for
 from tests.helpers_service import wait_for
 from vggt_core import RunStatus, StudioService, VGGTSettings, load_config
 from vggt_core.cli import main
@@ -22,7 +24,6 @@ from vggt_core.errors import SpaceError, explain_error, reads_unreachable
 from vggt_core.heartbeat import live_workers
 from vggt_core.local_space import write_sample_images
 
-ROOT = Path(__file__).resolve().parents[1]
 CLOSED = "http://127.0.0.1:9"
 
 
@@ -36,43 +37,7 @@ def photo_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def storage(tmp_path, monkeypatch, local_space) -> Path:
-    root = tmp_path / "storage"
-    monkeypatch.setenv("VGGT_STORAGE_DIR", str(root))
-    monkeypatch.setenv("VGGT_BACKEND", local_space.url)
-    monkeypatch.delenv("VGGT_API_TOKEN", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml of a developer's
-    return root
-
-
-def env_for(storage: Path, backend: str, **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGGT_") and k != "HF_TOKEN"}
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env | {
-        "VGGT_STORAGE_DIR": str(storage),
-        "VGGT_BACKEND": backend,
-        "PYTHONPATH": pythonpath,
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        **more,
-    }
-
-
-def cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "vggt_core", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
-
-
-def run_json(capsys, *argv: str) -> tuple[int, dict]:
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.strip() else {}
+    return use_storage(tmp_path / "storage", local_space.url, monkeypatch)
 
 
 # --- the journey ---------------------------------------------------------------------------

@@ -4,51 +4,29 @@ storage against the real stand-in, in-process and as child processes against `se
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers_service import completed, running, service_on, wait_for
+from tests.helpers_cli import cli, run_json, use_storage
+from tests.helpers_server import Server, env_for, vggt_serve
+from tests.helpers_service import completed, running, service_on
 from vggt_core import RenderStatus, RunVersion, VGGTSettings, read_glb
 from vggt_core.cli import main
-from vggt_core.local_space import write_sample_images
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
-    folder = tmp_path_factory.mktemp("cli_version_images")
-    return [(p.name, p.read_bytes()) for p in write_sample_images(folder, count=3)]
 
 
 @pytest.fixture
 def storage(tmp_path, monkeypatch, local_space) -> Path:
-    root = tmp_path / "storage"
-    monkeypatch.setenv("VGGT_STORAGE_DIR", str(root))
-    monkeypatch.setenv("VGGT_BACKEND", local_space.url)
-    monkeypatch.delenv("VGGT_API_TOKEN", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml of a developer's
-    return root
+    return use_storage(tmp_path / "storage", local_space.url, monkeypatch)
 
 
 def completed_run(root: Path, backend: str, images, **settings: object) -> str:
     """A completed run on `root`, made by a service that is closed afterwards."""
     with running(service_on(root, backend)) as service:
         return completed(service, images, **settings)
-
-
-def run_json(capsys, *argv: str) -> tuple[int, dict]:
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.strip() else {}
 
 
 def test_rerender_versions_and_download_a_version(storage, local_space, images, capsys, tmp_path):
@@ -208,86 +186,49 @@ def test_cancel_stops_a_rerender_another_process_holds(storage, local_space, ima
 # --- against a server, as child processes ---------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def env_for(storage: Path, backend: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VGGT_") and k != "HF_TOKEN"}
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env | {
-        "VGGT_STORAGE_DIR": str(storage),
-        "VGGT_BACKEND": backend,
-        "PYTHONPATH": pythonpath,
-        "GRADIO_ANALYTICS_ENABLED": "False",
-    }
-
-
 @pytest.fixture
-def server(tmp_path, local_space) -> Iterator[tuple[str, Path]]:
-    """`python -m vggt_core serve` on its own storage; its URL and storage."""
-    storage = tmp_path / "served"
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vggt_core", "serve", "--port", str(port), "--quiet"],
-        env=env_for(storage, local_space.url),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
+def server(tmp_path, local_space) -> Iterator[Server]:
+    """`python -m vggt_core serve` on its own storage."""
+    server = vggt_serve(tmp_path, tmp_path / "served", local_space.url)
     try:
-        wait_for(answers, 60, "the server")
-        yield url, storage
+        yield server
     finally:
-        process.terminate()
-        process.wait(30)
+        server.stop()
 
 
 def test_the_version_verbs_against_a_server(server, local_space, images, tmp_path):
-    url, storage = server
+    storage = server.storage
     run_id = completed_run(storage, local_space.url, images)
     env = env_for(tmp_path / "unused", local_space.url)
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "vggt_core", *args, "--server", url]
-        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+    def remote(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli(*args, "--server", server.url, env=env, cwd=tmp_path)
 
-    done = cli("rerender", run_id, "--conf", "15", "--wait", "--json")
+    done = remote("rerender", run_id, "--conf", "15", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     version = json.loads(done.stdout)
     assert version["number"] == 2 and version["status"] == "completed"
     assert version["settings"]["confThreshold"] == 15
 
-    listed = cli("versions", run_id, "--json")
+    listed = remote("versions", run_id, "--json")
     assert listed.returncode == 0, listed.stderr
     assert [v["number"] for v in json.loads(listed.stdout)["versions"]] == [1, 2]
 
     out = tmp_path / "out"
-    fetched = cli("download", run_id, "--out", str(out), "--version", "2")
+    fetched = remote("download", run_id, "--out", str(out), "--version", "2")
     assert fetched.returncode == 0, fetched.stderr
     v2 = out / f"{run_id}_v2.glb"
     assert v2.read_bytes() == (storage / "runs" / run_id / "versions" / "v2.glb").read_bytes()
 
-    queued = cli("rerender", run_id, "--frame", "7")
+    queued = remote("rerender", run_id, "--frame", "7")
     assert queued.returncode == 1 and "out of range" in queued.stderr
 
     with local_space.override(forget=True):
-        forgotten = cli("rerender", run_id, "--wait")
+        forgotten = remote("rerender", run_id, "--wait")
     assert forgotten.returncode == 1
     assert f"rerun {run_id}" in forgotten.stderr
 
-    rerun = cli("rerun", run_id, "--mask-sky", "--wait", "--json")
+    rerun = remote("rerun", run_id, "--mask-sky", "--wait", "--json")
     assert rerun.returncode == 0, rerun.stderr
     child = json.loads(rerun.stdout)
     assert child["parentRunId"] == run_id and child["settings"]["maskSky"] is True

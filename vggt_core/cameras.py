@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -360,6 +361,35 @@ def _relative(
     return [inv @ poses[0] for inv in inverse], inverse, glb_to_first
 
 
+def _camera_set(
+    source: Literal["glb", "predictions"],
+    scene: GLBScene,
+    cameras: Iterable[Camera],
+    points: NDArray[np.float64],
+    frame: NDArray[np.int32],
+    pixel: NDArray[np.int32],
+    glb_to_first: NDArray[np.float64],
+    scale: float,
+    mode: Mode,
+    notes: Iterable[str] = (),
+) -> CameraSet:
+    """The CameraSet of a scene's cameras and points (placed in the first camera's frame, each
+    with its frame and pixel), as both entry points build it."""
+    return CameraSet(
+        cameras=tuple(cameras),
+        points=points,
+        points_glb=np.asarray(scene.points),
+        colors=np.asarray(scene.colors),
+        point_frame=frame,
+        point_pixel=pixel,
+        mode=mode,
+        source=source,
+        scene_scale=scale,
+        glb_to_first=glb_to_first,
+        notes=tuple(notes),
+    )
+
+
 def camera_poses(
     glb: str | os.PathLike[str] | GLBScene,
 ) -> tuple[list[NDArray[np.float64]], float]:
@@ -447,18 +477,8 @@ def cameras_from_glb(
                 point_count=int((frame == i).sum()),
             )
         )
-    return CameraSet(
-        cameras=tuple(cameras),
-        points=points,
-        points_glb=np.asarray(scene.points),
-        colors=np.asarray(scene.colors),
-        point_frame=frame,
-        point_pixel=pixel,
-        mode=mode,
-        source="glb",
-        scene_scale=scale,
-        glb_to_first=glb_to_first,
-        notes=tuple(notes),
+    return _camera_set(
+        "glb", scene, cameras, points, frame, pixel, glb_to_first, scale, mode, notes
     )
 
 
@@ -532,15 +552,6 @@ def cameras_from_predictions(
         )
         for i in range(count)
     )
-    return CameraSet(
-        cameras=cameras,
-        points=points,
-        points_glb=np.asarray(scene.points),
-        colors=np.asarray(scene.colors),
-        point_frame=frame,
-        point_pixel=pixel,
-        mode=mode,
-        source="predictions",
-        scene_scale=scale,
-        glb_to_first=glb_to_first,
+    return _camera_set(
+        "predictions", scene, cameras, points, frame, pixel, glb_to_first, scale, mode
     )

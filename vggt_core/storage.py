@@ -1,4 +1,5 @@
-"""RunStore: the on-disk layout of runs, atomic metadata and artifacts, images, listing."""
+"""RunStore: the on-disk layout of runs, atomic metadata and artifacts, images; listing and
+versions/exports are its mixins (listing.py, run_files.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .errors import (
 from .images import check_image, is_plain_name, safe_image_name, unique_names
 from .listing import BrokenRun, RunListing, RunPage, is_valid_run_id
 from .models import RunStatus, VGGTRun, VGGTSettings, describe_validation_error
+from .run_files import VERSIONS, RunFiles
 from .run_index import RunIndex, RunSummary
 
 __all__ = [
@@ -48,8 +50,6 @@ ArtifactKind = Literal["glb", "predictions"]
 ARTIFACT_FILES: dict[str, str] = {"glb": "scene.glb", "predictions": "predictions.npz"}
 METADATA = "metadata.json"
 IMAGES = "images"
-VERSIONS = "versions"
-EXPORTS = "exports"
 VIDEO = "video"
 STAGING = ".staging"
 # A metadata read-modify-write takes milliseconds; a lock held this long means a stuck process.
@@ -78,18 +78,7 @@ def _read_no_follow(path: Path) -> bytes:
         return handle.read()
 
 
-@contextlib.contextmanager
-def _disk(doing: str) -> Iterator[None]:
-    """Turn a raw OSError into a StorageError in plain words ("the disk is full")."""
-    try:
-        yield
-    except Timeout:
-        raise  # filelock's Timeout is an OSError too; callers turn it into their own words
-    except OSError as exc:
-        raise storage_error(exc, doing) from exc
-
-
-class RunStore(RunListing):
+class RunStore(RunListing, RunFiles):
     """All runs under `root/runs/<runId>/`; the disk is the single source of truth."""
 
     def __init__(
@@ -103,7 +92,7 @@ class RunStore(RunListing):
         self.root = Path(root).resolve()
         self.runs_dir = self.root / "runs"
         self._staging_dir = self.root / STAGING
-        with _disk(f"use the storage folder {self.root}"):
+        with self._disk(f"use the storage folder {self.root}"):
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             self._staging_dir.mkdir(exist_ok=True)
         self.max_images = max_images
@@ -112,6 +101,18 @@ class RunStore(RunListing):
         self._thread_locks: dict[str, threading.Lock] = {}
         self._thread_locks_guard = threading.Lock()
         self._index = RunIndex(self.root, self.runs_dir)
+
+    # A static method, not a module function, so that the mixins reach it as `self._disk`.
+    @staticmethod
+    @contextlib.contextmanager
+    def _disk(doing: str) -> Iterator[None]:
+        """Turn a raw OSError into a StorageError in plain words ("the disk is full")."""
+        try:
+            yield
+        except Timeout:
+            raise  # filelock's Timeout is an OSError too; callers turn it into their own words
+        except OSError as exc:
+            raise storage_error(exc, doing) from exc
 
     # --- paths -------------------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ class RunStore(RunListing):
         checked = self._check_batch(images, []) if images else []
         if video_file is not None and not is_plain_name(video_file[0]):
             raise ValueError(f"not a plain file name: {video_file[0][:80]!r}")
-        with _disk("create the run"):
+        with self._disk("create the run"):
             run = self._build_run(
                 settings or VGGTSettings(), backend, presize, checked, extra, video_file
             )
@@ -269,7 +270,7 @@ class RunStore(RunListing):
 
     def _write(self, run: VGGTRun) -> None:
         data = _encode(run)
-        with _disk(f"save run {run.run_id}"):
+        with self._disk(f"save run {run.run_id}"):
             # The temporary file lives in staging: a writer killed mid-write leaves nothing in
             # the run, and sweep() knows the leftover by its pid.
             atomic_write(self.runs_dir / run.run_id / METADATA, data, tmp_dir=self._staging_dir)
@@ -292,7 +293,7 @@ class RunStore(RunListing):
         try:
             file_lock = FileLock(folder / ".lock", timeout=timeout)
             try:
-                with _disk(f"lock run {run_id}"):
+                with self._disk(f"lock run {run_id}"):
                     file_lock.acquire()
             except Timeout:
                 raise busy from None
@@ -313,7 +314,7 @@ class RunStore(RunListing):
         folder = self._existing_dir(run_id)
         claim = FileLock(folder / ".worker", timeout=wait_s)
         try:
-            with _disk(f"claim run {run_id}"):
+            with self._disk(f"claim run {run_id}"):
                 claim.acquire()
         except Timeout:
             return None
@@ -371,7 +372,7 @@ class RunStore(RunListing):
         worker left is found by `sweep()`.
         """
         self._existing_dir(run_id)
-        with _disk(f"prepare run {run_id}'s upload"):
+        with self._disk(f"prepare run {run_id}'s upload"):
             folder = self._staging_dir / f"{run_id}.{secrets.token_hex(4)}"
             folder.mkdir(parents=True)
         try:
@@ -439,7 +440,7 @@ class RunStore(RunListing):
             folder = self.run_dir(run_id) / IMAGES
             if folder.is_symlink() or not folder.is_dir():
                 raise StorageError(f"Run {run_id}: its images folder is missing or not a folder")
-            with _disk(f"store the images of run {run_id}"):
+            with self._disk(f"store the images of run {run_id}"):
                 self._write_images(run, folder, names, [data for _, data in checked])
         return names
 
@@ -473,7 +474,7 @@ class RunStore(RunListing):
         """Put an artifact in place atomically, from bytes or a file (moved when in the run)."""
         target = self.artifact_path(run_id, kind)
         self._existing_dir(run_id)
-        with _disk(f"save run {run_id}'s {target.name}"):
+        with self._disk(f"save run {run_id}'s {target.name}"):
             if isinstance(source, bytes):
                 atomic_write(target, source)
             elif source.parent.resolve() == target.parent:
@@ -487,45 +488,6 @@ class RunStore(RunListing):
                     tmp.unlink(missing_ok=True)
         self._index.files_changed(run_id)
         return target
-
-    def version_path(self, run_id: str, number: int) -> Path:
-        """Where a re-render's GLB goes: `versions/v<number>.glb` in the run (never scene.glb)."""
-        if number < 2:
-            raise ValueError("version 1 is the reconstruction's scene.glb")
-        return self.run_dir(run_id) / VERSIONS / f"v{number}.glb"
-
-    def version_file(self, run_id: str, name: str | None) -> Path | None:
-        """A version's GLB by its stored relative name, when it is a regular file in the run."""
-        if not name:
-            return None
-        folder = self.run_dir(run_id)
-        path = folder / name
-        parts = Path(name).parts
-        if len(parts) > 2 or not all(is_plain_name(part) for part in parts):
-            return None  # a hand-edited metadata.json must not point outside the run
-        if any(p.is_symlink() for p in (path, path.parent)) or not path.is_file():
-            return None
-        return path
-
-    def exports_dir(self, run_id: str) -> Path:
-        """The run's folder of prepared exports (made on first use)."""
-        folder = self._existing_dir(run_id) / EXPORTS
-        with _disk(f"prepare run {run_id}'s exports"):
-            folder.mkdir(exist_ok=True)
-        if folder.is_symlink():
-            raise StorageError(f"Run {run_id}: exports/ is a link; delete it first")
-        return folder
-
-    def save_version(self, run_id: str, number: int, source: Path) -> str:
-        """Move a finished re-render's GLB (on the storage's file system) into place; its name
-        relative to the run folder."""
-        target = self.version_path(run_id, number)
-        self._existing_dir(run_id)
-        with _disk(f"save run {run_id}'s version {number}"):
-            target.parent.mkdir(exist_ok=True)
-            commit_file(source, target)
-        self._index.files_changed(run_id)
-        return f"{VERSIONS}/{target.name}"
 
     # --- delete ------------------------------------------------------------------------------
 
@@ -544,7 +506,7 @@ class RunStore(RunListing):
             trash = self.root / ".trash"
             # The rename makes the run vanish at once; a crash during rmtree leaves only trash.
             doomed = trash / f"{run_id}.{os.getpid()}.{secrets.token_hex(4)}"
-            with _disk(f"delete run {run_id}"):
+            with self._disk(f"delete run {run_id}"):
                 trash.mkdir(exist_ok=True)
                 dir_before = self._index.runs_dir_mtime()
                 os.replace(path, doomed)
