@@ -79,8 +79,22 @@ class Demo:
                 return match
 
     def wait(self, deadline_s: float = STOP_DEADLINE_S) -> int:
-        """Its exit code, once the output is drained."""
-        code = self.process.wait(deadline_s)
+        """Its exit code, once the output is drained; fails saying what still runs."""
+        try:
+            code = self.process.wait(deadline_s)
+        except subprocess.TimeoutExpired:
+            alive: list[str] = []
+            with contextlib.suppress(psutil.NoSuchProcess):
+                alive = [
+                    " ".join(p.cmdline()[:4])
+                    for p in psutil.Process(self.process.pid).children(recursive=True)
+                ]
+            while not self._queue.empty():
+                self.lines.append(self._queue.get() or "")
+            pytest.fail(
+                f"the demo still runs after {deadline_s:.0f} s; its children {alive}; its output:\n"
+                + "\n".join(self.lines)
+            )
         while (line := self._queue.get(timeout=deadline_s)) is not None:
             self.lines.append(line)
         return code
@@ -185,3 +199,18 @@ def test_when_the_stand_in_dies_the_demo_stops_the_app_and_says_so(demo):
     assert run.wait() == 1, run.lines
     assert any("the stand-in Space exited" in line for line in run.lines), run.lines
     wait_until(lambda: refuses(url) and refuses(space_url), "both servers to stop")
+
+
+def test_ctrl_c_while_the_servers_start_stops_both(demo):
+    run = demo()
+    wait_until(
+        lambda: len(psutil.Process(run.process.pid).children()) == 2, "both servers to be started"
+    )
+    servers = psutil.Process(run.process.pid).children(recursive=True)
+    run.process.send_signal(signal.SIGINT)  # Ctrl-C before "ready"
+    assert run.wait() == 0, run.lines
+    assert any(line.endswith("stopping") for line in run.lines), run.lines
+    wait_until(
+        lambda: not [p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+        "every server process to end",
+    )

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -43,7 +44,13 @@ class DemoError(Exception):
 
 
 class Stop(Exception):
-    """SIGTERM arrived (Ctrl-C arrives as KeyboardInterrupt)."""
+    """Ctrl-C or SIGTERM arrived while the servers were starting."""
+
+
+# Set by the signal handler; the loops look at it. A handler that raised instead could do so
+# inside subprocess's poll(), between taking its wait lock and the `try` that frees it: every
+# later wait() of that child then spins until its timeout and the servers are left running.
+_stop_requested = threading.Event()
 
 
 @dataclass
@@ -174,6 +181,8 @@ def wait_until_ready(checks: Sequence[tuple[Child, Callable[[str], bool]]], time
     deadline = time.monotonic() + timeout
     pending = list(checks)
     while pending:
+        if _stop_requested.is_set():
+            raise Stop
         check_alive([child for child, _ in checks])
         pending = [(child, ok) for child, ok in pending if not ok(child.url)]
         if not pending:
@@ -181,7 +190,7 @@ def wait_until_ready(checks: Sequence[tuple[Child, Callable[[str], bool]]], time
         if time.monotonic() > deadline:
             names = " and ".join(f"the {child.name} ({child.url})" for child, _ in pending)
             raise DemoError(f"{names} did not answer within {timeout:.0f} s")
-        time.sleep(POLL_S)
+        _stop_requested.wait(POLL_S)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop
+def _request_stop(signum: int, frame: FrameType | None) -> None:
+    _stop_requested.set()
 
 
 def run(args: argparse.Namespace, space_args: list[str]) -> int:
@@ -238,9 +247,10 @@ def run(args: argparse.Namespace, space_args: list[str]) -> int:
         wait_until_ready([(space, space_answers), (app, app_answers)], args.timeout)
         say(f"VGGT Studio is ready: open {app_url}")
         say(f"(the stand-in Space answers at {space_url}; Ctrl-C stops both)")
-        while True:
+        while not _stop_requested.wait(POLL_S):
             check_alive(children)
-            time.sleep(POLL_S)
+        say("stopping")
+        return 0
     except (KeyboardInterrupt, Stop):
         say("stopping")
         return 0
@@ -254,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args = build_parser().parse_args(argv[:split])
-    signal.signal(signal.SIGTERM, _raise_stop)
+    _stop_requested.clear()
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
     try:
         return run(args, argv[split + 1 :])
     except DemoError as exc:
