@@ -3,6 +3,7 @@ all answered by the derived index (run_index)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -73,12 +74,16 @@ class RunListing:
                 broken.append(BrokenRun(run_id, str(exc)))
         return RunPage(runs=runs, total=total, broken=broken)
 
-    def started_ids(self) -> list[str]:
-        """The ids of the runs in flight or waiting for a worker, newest first; never-started
-        drafts are left out without reading any metadata."""
+    def started_runs(self) -> list[VGGTRun]:
+        """The runs in flight or waiting for a worker as the index last saw them, newest first
+        (re-read: one may have ended since); never-started drafts are not read at all."""
         wanted = {s.value for s in (*ACTIVE_STATUSES, RunStatus.queued)}
         ids, _ = self._index.page(wanted, "", 1 << 30, 0)
-        return ids
+        runs = []
+        for run_id in ids:
+            with contextlib.suppress(StorageError):
+                runs.append(self.load(run_id))
+        return runs
 
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""

@@ -205,11 +205,7 @@ class RunExecutor:
         if not self.store.runs_dir.is_dir():
             return []  # the storage folder went away (a deleted test folder): nothing to sweep
         picked = []
-        for run_id in reversed(self.store.started_ids()):  # oldest first: they queue in order
-            try:
-                run = self.store.load(run_id)
-            except StorageError:
-                continue
+        for run in reversed(self.store.started_runs()):  # oldest first: they queue in order
             if run.status in ACTIVE_STATUSES:
                 with contextlib.suppress(StorageError):
                     end_orphan(self.store, run.run_id)

@@ -81,7 +81,6 @@ class StudioService:
         sweep_interval_s: float | None = 10.0,
     ) -> None:
         self.config = config
-        # Never-started queued runs by (inode, mtime, size) of their metadata: see active_runs.
         self.store = store or RunStore(
             config.storage_dir,
             max_images=config.max_images_per_run,
@@ -133,26 +132,7 @@ class StudioService:
         presize: bool = True,
     ) -> VGGTRun:
         """Create a run with its images and start it; on any refusal nothing is left behind."""
-        if not files:
-            raise RunBusy("The run has no images yet")
-        # Created already started (submittedAt, first attempt): one metadata write, and the one
-        # fsync of the click is the run folder's rename.
-        now = utc_now()
-        run = self.store.create_run(
-            settings,
-            backend=self.space.label,
-            presize=presize,
-            images=files,
-            requested_at=now,
-            submitted_at=now,
-            attempt=1,
-        )
-        try:
-            return self._enqueue(run)
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                self.store.delete_run(run.run_id, force=True)
-            raise
+        return self._create_started(settings, files, presize=presize)
 
     def submit_video(
         self,
@@ -180,15 +160,13 @@ class StudioService:
             frame_count=len(sampled.frames),
             rotation=sampled.rotation,
         )
-        run = self.store.create_run(
+        return self._create_started(
             settings,
-            backend=self.space.label,
+            sampled.frames,
             presize=presize,
-            images=sampled.frames,
             video_file=(stored, data_or_path),
             video=source,
         )
-        return self._start_or_discard(run)
 
     def start(self, run_id: str) -> VGGTRun:
         """Request processing: the run waits in `queued` (submittedAt set) for a free worker."""
@@ -327,14 +305,7 @@ class StudioService:
         files = [(path.name, path.read_bytes()) for path in self.store.image_paths(run_id)]
         if not files:
             raise RunBusy(f"Run {run_id} has no images to send again")
-        run = self.store.create_run(
-            settings,
-            backend=self.space.label,
-            presize=parent.presize,
-            images=files,
-            parent_run_id=run_id,
-        )
-        return self._start_or_discard(run)
+        return self._create_started(settings, files, presize=parent.presize, parent_run_id=run_id)
 
     def take(self, run_id: str) -> VGGTRun:
         """Have this process's workers run a waiting run now (the command line's `wait` when
@@ -442,13 +413,7 @@ class StudioService:
 
     def active_runs(self) -> list[VGGTRun]:
         """Every run waiting for a worker or running, in any process, newest first."""
-        runs = []
-        for run_id in self.store.started_ids():
-            with contextlib.suppress(StorageError):
-                run = self.store.load(run_id)
-                if run.is_active:  # it may have ended since the index was read
-                    runs.append(run)
-        return runs
+        return [run for run in self.store.started_runs() if run.is_active]
 
     def counts(self) -> dict[str, int]:
         """How many runs are in each status (`broken` for unreadable metadata)."""
@@ -566,10 +531,35 @@ class StudioService:
 
         return self.store.update(run_id, end)
 
-    def _start_or_discard(self, run: VGGTRun) -> VGGTRun:
-        """Start a run made for starting at once; when that is refused, nothing is left."""
+    def _create_started(
+        self,
+        settings: VGGTSettings,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        presize: bool,
+        video_file: tuple[str, bytes | Path] | None = None,
+        **extra: object,
+    ) -> VGGTRun:
+        """Create a run with its images, already started, and queue it; on any refusal nothing
+        is left behind."""
+        if not files:
+            raise RunBusy("The run has no images yet")
+        # Created started (submittedAt, first attempt): one metadata write, and the one fsync
+        # of the click is the run folder's rename.
+        now = utc_now()
+        run = self.store.create_run(
+            settings,
+            backend=self.space.label,
+            presize=presize,
+            images=files,
+            video_file=video_file,
+            requested_at=now,
+            submitted_at=now,
+            attempt=1,
+            **extra,
+        )
         try:
-            return self.start(run.run_id)
+            return self._enqueue(run)
         except BaseException:
             with contextlib.suppress(StorageError):
                 self.store.delete_run(run.run_id, force=True)  # an unstarted copy is no use
