@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +53,7 @@ def _shows_uploading(at: AppTest) -> bool:
 
 def click_seconds(storage: Path, backend: str, photos: list[tuple[str, bytes, str]]) -> float:
     """Seconds from the Reconstruct click to the first page that shows the run "Uploading"."""
-    with app_environment(storage, backend):
+    with app_environment(storage, backend, VGGT_MAX_CONCURRENT_RUNS=WORKERS):
         at = AppTest.from_file(str(APP), default_timeout=120)
         at.run()
         at.switch_page(NEW_RUN_PAGE)
@@ -91,19 +88,6 @@ def _wait_uploaded(service: StudioService, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-@contextlib.contextmanager
-def _env(workers: str) -> Iterator[None]:
-    saved = os.environ.get("VGGT_MAX_CONCURRENT_RUNS")
-    os.environ["VGGT_MAX_CONCURRENT_RUNS"] = workers
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("VGGT_MAX_CONCURRENT_RUNS", None)
-        else:
-            os.environ["VGGT_MAX_CONCURRENT_RUNS"] = saved
-
-
 def run(quick: bool) -> list[Figure]:
     """Click to "Uploading" with 10 photos of 12 MP: 10,000 runs stored vs an empty store."""
     repeats = 5 if quick else 8  # the first render after the click may still say "Queued"
@@ -118,7 +102,7 @@ def run(quick: bool) -> list[Figure]:
         generate_store(big, STORED)
         empty.mkdir()
         # A model delay long enough that no run finishes while the next one is measured.
-        with stand_in(StandInOptions(delay=30.0), work) as space, _env(WORKERS):
+        with stand_in(StandInOptions(delay=30.0), work) as space:
             try:
                 with served_navigation(), quiet_streamlit():
                     click_seconds(empty, space.url, photos)  # untimed: imports, caches, index

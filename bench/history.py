@@ -164,10 +164,15 @@ def listing_times(root: Path, repeats: int) -> dict[str, tuple[float, float]]:
 
 
 @contextlib.contextmanager
-def app_environment(storage: Path, backend: str = DUMMY_BACKEND) -> Iterator[None]:
-    """Point the app at `storage` and `backend` (a dummy by default) through the environment,
-    then restore it."""
-    wanted = {"VGGT_STORAGE_DIR": str(storage), "VGGT_BACKEND": backend, "HF_TOKEN": None}
+def app_environment(storage: Path, backend: str = DUMMY_BACKEND, **extra: str) -> Iterator[None]:
+    """Point the app at `storage` and `backend` (a dummy by default), with any `extra`
+    settings, through the environment, then restore it."""
+    wanted: dict[str, str | None] = {
+        "VGGT_STORAGE_DIR": str(storage),
+        "VGGT_BACKEND": backend,
+        "HF_TOKEN": None,
+        **extra,
+    }
     saved = {k: os.environ.get(k) for k in wanted}
     try:
         for key, value in wanted.items():
